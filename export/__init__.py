@@ -1,0 +1,1 @@
+"""Export stage: one fused ONNX graph, quantized variants, verification, the bundle."""

@@ -1,0 +1,93 @@
+"""Trace encoder + pooling + head into ONE ONNX graph, then fuse it with onnxruntime's transformer optimizer.
+
+The legacy TorchScript exporter with eager attention produces the MatMul/Softmax attention pattern
+that onnxruntime's BERT fusion recognises; the fused-op counts are asserted, so a silent fusion
+failure fails the export instead of shipping a slow graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from edge_sent.contract import INPUT_NAMES, OUTPUT_NAMES
+from edge_sent.errors import EdgeSentError
+from edge_sent.train.model import SentimentModel
+
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class Geometry:
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> Geometry:
+        return cls(int(config["num_hidden_layers"]), int(config["num_attention_heads"]), int(config["hidden_size"]))
+
+
+def export_raw(model: SentimentModel, path: Path) -> None:
+    """Standard-ops fp32 graph (portable: TensorRT, OpenVINO, any ONNX runtime)."""
+    ids = torch.tensor([[101, 2769, 4263, 102, 0, 0], [101, 2769, 4263, 6821, 3221, 102]], dtype=torch.long)
+    mask = (ids != 0).long()
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    axes |= {name: {0: "batch"} for name in OUTPUT_NAMES}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            (ids, mask, torch.zeros_like(ids)),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(Counter(node.op_type for node in model.graph.node))
+
+
+def _optimize(raw: Path, geometry: Geometry, mha: bool):
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    if mha:  # Q, K, V stay separate MatMuls (so weight-only quantization reaches them), embedding stays a Gather
+        options.use_multi_head_attention = True
+        options.enable_embed_layer_norm = False
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    return optimize_model(
+        str(raw),
+        model_type="bert",
+        num_heads=geometry.num_heads,
+        hidden_size=geometry.hidden_size,
+        opt_level=0,
+        optimization_options=options,
+    )
+
+
+def fuse(raw: Path, out: Path, geometry: Geometry, *, mha: bool = False) -> dict[str, int]:
+    """Fuse the raw graph for onnxruntime; return the op counts, raising if the fusion fell short."""
+    optimized = _optimize(raw, geometry, mha)
+    counts = op_counts(optimized.model)
+    attention = counts.get("Attention", 0) + counts.get("MultiHeadAttention", 0)
+    skip_ln = counts.get("SkipLayerNormalization", 0)
+    if attention != geometry.num_layers or skip_ln != 2 * geometry.num_layers:
+        raise EdgeSentError(
+            f"onnxruntime fusion failed: {attention} attention and {skip_ln} SkipLayerNormalization nodes, "
+            f"expected {geometry.num_layers} and {2 * geometry.num_layers} (encoder architecture not fusable?)"
+        )
+    optimized.save_model_to_file(str(out), use_external_data_format=False)
+    return counts

@@ -1,0 +1,213 @@
+"""`edge-sent export`: RUN_DIR -> a verified bundle with the requested quantized variants."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from safetensors.torch import load_file
+
+from edge_sent import __version__
+from edge_sent.contract import FORMAT, FORMAT_VERSION, PORTABLE_FILE, QUANTIZE_CHOICES, TOKENIZER, VARIANT_FILES
+from edge_sent.errors import EdgeSentError
+from edge_sent.export import graph, quantize, verify
+from edge_sent.export.bundle import finalize_manifest, hf_config, staging_dir, write_json
+from edge_sent.progress import stderr
+from edge_sent.runtime.readers import read_records
+from edge_sent.runtime.tokenize import TextEncoder
+from edge_sent.train.data import DataConfig, load_labeled
+from edge_sent.train.encoders import load_encoder
+from edge_sent.train.model import SentimentModel
+from edge_sent.train.run import HEAD_WEIGHTS, load_head_meta
+
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    run_dir: Path
+    out: Path
+    quantize: tuple[str, ...] = ("int8",)
+    calibration: Path | None = None
+    calibration_size: int = 128
+    eval: Path | None = None
+    eval_limit: int | None = None
+    verify_size: int = 64
+    portable: bool = False
+    force: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    quiet: bool = False
+
+
+def _say(config: ExportConfig, message: str) -> None:
+    if not config.quiet:
+        stderr.print(f"[dim]export:[/dim] {message}")
+
+
+def _texts_from(path: Path, text_field: str, limit: int | None = None) -> list[str]:
+    texts = []
+    for record in read_records(path, text_field=text_field):
+        if record.text.strip():
+            texts.append(record.text)
+        if limit and len(texts) >= limit:
+            break
+    return texts
+
+
+def _load_model(run_dir: Path, meta: dict):
+    encoder = load_encoder(meta["encoder"]["spec"])
+    if encoder.identity != meta["encoder"]["identity"]:
+        raise EdgeSentError(
+            f"encoder {meta['encoder']['spec']!r} now loads different weights than it did for training "
+            f"({run_dir}); retrain or point --encoder at the original weights"
+        )
+    try:
+        weights = load_file(str(run_dir / HEAD_WEIGHTS))
+    except Exception as exc:  # safetensors raises its own error types
+        raise EdgeSentError(f"{run_dir / HEAD_WEIGHTS}: cannot read ({exc})") from None
+    head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+    head.load_state_dict(weights)
+    return encoder, SentimentModel(encoder.model, meta["pooling"], head).eval()
+
+
+def _eval_set(config: ExportConfig, meta: dict) -> tuple[list[str], np.ndarray] | None:
+    if config.eval is None:
+        return None
+    data = load_labeled(config.eval, config.data)
+    names = {name: i for i, name in enumerate(meta["labels"])} | {
+        raw: i for i, raw in enumerate(meta.get("data_labels", []))
+    }
+    unknown = sorted(set(data.labels) - set(names))
+    if unknown:
+        raise EdgeSentError(f"{config.eval}: label {unknown[0]!r} is not one of the bundle's labels")
+    n = config.eval_limit or len(data)
+    return data.texts[:n], np.asarray([names[lab] for lab in data.labels[:n]])
+
+
+def export_bundle(config: ExportConfig) -> dict:
+    started = time.perf_counter()
+    unknown = [q for q in config.quantize if q not in QUANTIZE_CHOICES]
+    if unknown:
+        raise EdgeSentError(f"unknown --quantize value {unknown[0]!r} (choose from {', '.join(QUANTIZE_CHOICES)})")
+    meta = load_head_meta(config.run_dir)
+    if config.out.exists() and not config.force:
+        raise EdgeSentError(f"{config.out} already exists (use --force to replace it)")
+    calib_path = config.calibration or config.run_dir / meta["files"]["calibration"]
+    calibration: list[str] = []
+    if "int8-static" in config.quantize:
+        if not Path(calib_path).is_file():
+            raise EdgeSentError(f"calibration data not found: {calib_path}")
+        field_name = "text" if calib_path.suffix == ".jsonl" and config.calibration is None else config.data.text_field
+        calibration = _texts_from(calib_path, field_name, config.calibration_size)
+        if not calibration:
+            raise EdgeSentError(f"{calib_path}: no calibration texts")
+    eval_set = _eval_set(config, meta)
+    _say(config, f"loading encoder {meta['encoder']['spec']}")
+    encoder, model = _load_model(config.run_dir, meta)
+    tokenizer = TextEncoder(encoder.tokenizer_file, int(meta["max_length"]))
+    geometry = graph.Geometry.from_config(encoder.config)
+    source = config.run_dir / (meta["files"].get("dev") or meta["files"]["calibration"])
+    verify_texts = verify.select_texts(_texts_from(source, "text"), tokenizer, config.verify_size)
+
+    with staging_dir(config.out, config.force) as tmp:
+        raw = tmp / PORTABLE_FILE
+        _say(config, "tracing encoder + pooling + head into one ONNX graph")
+        graph.export_raw(model, raw)
+        _say(config, "fusing with onnxruntime's transformer optimizer")
+        counts = graph.fuse(raw, tmp / VARIANT_FILES["fp32"], geometry)
+
+        _say(config, f"verifying fp32 against torch on {len(verify_texts)} texts")
+        reference = verify.torch_logits(model, tokenizer, verify_texts)
+        fp32 = verify.session(tmp / VARIANT_FILES["fp32"])
+        logits_1, probs_fp32 = verify.onnx_outputs(fp32, tokenizer, verify_texts, batch_size=1)
+        logits_b, _ = verify.onnx_outputs(fp32, tokenizer, verify_texts, batch_size=8, shuffle=True)
+        parity = verify.parity(reference, logits_1) | {
+            "max_abs_dlogit_padded": float(np.abs(reference - logits_b).max())
+        }
+        worst = max(parity["max_abs_dlogit"], parity["max_abs_dlogit_padded"])
+        # 1e-4 absolute for logits of order one; relative to the logit scale beyond that (a head fitted on
+        # nearly collapsed random-encoder features has large weights that scale fp32 rounding up with it)
+        scale = max(1.0, float(np.abs(reference).max()))
+        parity |= {"logit_scale": scale, "tolerance": PARITY_TOLERANCE * scale}
+        if worst > PARITY_TOLERANCE * scale:
+            raise EdgeSentError(
+                f"fp32 ONNX differs from torch by {worst:.2e} (> {PARITY_TOLERANCE * scale:.1e}): export refused"
+            )
+        variants: dict[str, dict] = {
+            "fp32": {"file": VARIANT_FILES["fp32"], "ops": counts, "vs_torch": parity,
+                     "verified_on": "CPUExecutionProvider",
+                     "verification_labels": probs_fp32.argmax(axis=1).tolist()}
+        }
+        eval_fp32 = None
+        if eval_set is not None:
+            _, eval_fp32 = verify.onnx_outputs(fp32, tokenizer, eval_set[0], batch_size=32)
+            variants["fp32"]["eval_accuracy"] = verify.accuracy(eval_fp32, eval_set[1])
+        del fp32
+
+        for name in config.quantize:
+            _say(config, f"building variant {name}")
+            target = tmp / VARIANT_FILES[name]
+            t0 = time.perf_counter()
+            if name == "int8":
+                quantize.quantize_int8(tmp / VARIANT_FILES["fp32"], target)
+            elif name == "int8-static":
+                quantize.quantize_int8_static(raw, target, tokenizer, calibration)
+            elif name == "fp16":
+                quantize.convert_fp16(tmp / VARIANT_FILES["fp32"], target)
+            else:
+                mha = tmp / "fused_mha.onnx"
+                graph.fuse(raw, mha, geometry, mha=True)
+                quantize.quantize_int4(mha, target)
+                mha.unlink()
+            entry = {"file": target.name, "build_s": round(time.perf_counter() - t0, 2),
+                     "ops": graph.op_counts(onnx.load(str(target), load_external_data=False))}
+            if name == "int8-static":
+                entry["calibration"] = {"source": str(calib_path), "n_texts": len(calibration), "method": "minmax"}
+            try:
+                sess = verify.session(target)
+            except Exception as exc:  # fp16 kernels are CUDA-only for several fused ops
+                entry["verified_on"] = None
+                entry["not_verified_reason"] = f"onnxruntime CPU cannot run it ({str(exc).splitlines()[0][:160]})"
+            else:
+                logits, probs = verify.onnx_outputs(sess, tokenizer, verify_texts, batch_size=8)
+                entry |= {"verified_on": "CPUExecutionProvider",
+                          "vs_torch": {"max_abs_dlogit": float(np.abs(reference - logits).max())},
+                          "vs_fp32": verify.agreement(probs_fp32, probs),
+                          "verification_labels": probs.argmax(axis=1).tolist()}
+                if eval_set is not None:
+                    _, probs_eval = verify.onnx_outputs(sess, tokenizer, eval_set[0], batch_size=32)
+                    entry["eval_accuracy"] = verify.accuracy(probs_eval, eval_set[1])
+                    entry["eval_vs_fp32"] = verify.agreement(eval_fp32, probs_eval)
+            variants[name] = entry
+
+        if not config.portable:
+            raw.unlink()
+        shutil.copyfile(encoder.tokenizer_file, tmp / TOKENIZER)
+        labels = list(meta["labels"])
+        write_json(tmp / "config.json", hf_config(encoder.config, labels, int(meta["max_length"]), meta["pooling"]))
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "edge_sent_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "encoder": meta["encoder"] | {"random_weights": encoder.is_random},
+            "labels": labels,
+            "max_length": int(meta["max_length"]),
+            "pooling": meta["pooling"],
+            "portable_file": PORTABLE_FILE if config.portable else None,
+            "verification": {"source": str(source), "n_texts": len(verify_texts),
+                             "texts_sha256": verify.texts_sha256(verify_texts),
+                             "eval": str(config.eval) if config.eval else None,
+                             "eval_n": len(eval_set[0]) if eval_set else 0},
+            "variants": variants,
+            "export_s": round(time.perf_counter() - started, 1),
+        }
+        finalize_manifest(tmp, manifest)
+    _say(config, f"bundle written to {config.out}")
+    return json.loads((config.out / "manifest.json").read_text(encoding="utf-8"))

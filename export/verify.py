@@ -1,0 +1,91 @@
+"""Verification of every variant: fp32 ONNX against torch, quantized variants against fp32 ONNX."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from edge_sent.runtime.session import physical_cores
+from edge_sent.runtime.tokenize import TextEncoder
+from edge_sent.train.model import SentimentModel
+
+
+def select_texts(texts: list[str], encoder: TextEncoder, n: int) -> list[str]:
+    """Up to n distinct texts whose token lengths spread from the shortest to the longest (max_length)."""
+    distinct = list(dict.fromkeys(t for t in texts if t.strip()))
+    lengths = np.asarray([len(e.ids) for e in encoder.encode(distinct)])
+    order = np.argsort(lengths, kind="stable")
+    if len(order) <= n:
+        return [distinct[i] for i in order]
+    picks = np.unique(np.linspace(0, len(order) - 1, n).round().astype(int))
+    return [distinct[order[i]] for i in picks]
+
+
+def texts_sha256(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\x00")
+    return digest.hexdigest()
+
+
+def torch_logits(model: SentimentModel, encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+    """The trained torch pipeline, one text at a time (no padding at all): the reference."""
+    rows = []
+    with torch.inference_mode():
+        for enc in encoder.encode(texts):
+            batch = encoder.pad([enc], np.asarray([0]))
+            feeds = {k: torch.from_numpy(v) for k, v in batch.feeds().items()}
+            rows.append(model(**feeds)[0].numpy()[0])
+    return np.stack(rows)
+
+
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = physical_cores()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_outputs(
+    sess: ort.InferenceSession, encoder: TextEncoder, texts: list[str], batch_size: int, shuffle: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and probabilities; `shuffle` pads mixed lengths together (tests the attention mask)."""
+    encoded = encoder.encode(texts)
+    n = len(texts)
+    logits = np.zeros((n, 0), dtype=np.float32)
+    probs = logits
+    order = np.random.default_rng(0).permutation(n) if shuffle else np.argsort([len(e.ids) for e in encoded])
+    for start in range(0, n, batch_size):
+        batch = encoder.pad(encoded, order[start : start + batch_size])
+        out_logits, out_probs = sess.run(["logits", "probabilities"], batch.feeds())
+        if logits.shape[1] == 0:
+            logits = np.zeros((n, out_logits.shape[1]), dtype=np.float32)
+            probs = np.zeros_like(logits)
+        logits[batch.index] = out_logits
+        probs[batch.index] = out_probs
+    return logits, probs
+
+
+def parity(reference: np.ndarray, logits: np.ndarray) -> dict:
+    return {
+        "max_abs_dlogit": float(np.abs(reference - logits).max()),
+        "logit_spread": float((reference.max(axis=0) - reference.min(axis=0)).max()),
+        "logit_std_across_texts": float(reference.std(axis=0).mean()),
+    }
+
+
+def agreement(fp32_probs: np.ndarray, probs: np.ndarray) -> dict:
+    delta = np.abs(fp32_probs - probs)
+    return {
+        "label_agreement": float((fp32_probs.argmax(axis=1) == probs.argmax(axis=1)).mean()),
+        "max_abs_dprob": float(delta.max()),
+        "mean_abs_dprob": float(delta.mean()),
+    }
+
+
+def accuracy(probs: np.ndarray, label_ids: np.ndarray) -> float:
+    return float((probs.argmax(axis=1) == label_ids).mean())

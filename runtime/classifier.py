@@ -1,0 +1,139 @@
+"""`Classifier`: load a bundle and classify texts with onnxruntime (no torch, no transformers).
+
+Thread-safety contract: after `Classifier.load` returns, a Classifier holds no mutable state;
+`predict` and `predict_iter` may be called from many threads at once on one shared instance
+(onnxruntime's `InferenceSession.run` and the `tokenizers` encoder are both thread-safe). Each call
+returns exactly what a sequential call would.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_sent.contract import TOKENIZER, Manifest, check_file, read_manifest
+from edge_sent.errors import BundleError, EdgeSentError
+from edge_sent.runtime.session import SessionConfig, create_session, resolve_provider
+from edge_sent.runtime.tokenize import Batch, TextEncoder
+
+GPU_PROVIDERS = ("cuda", "tensorrt")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one text. `truncated` is True when `max_length` cut the text."""
+
+    label: str
+    label_id: int
+    probabilities: dict[str, float]
+    truncated: bool
+
+    def as_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "label_id": self.label_id,
+            "probabilities": self.probabilities,
+            "truncated": self.truncated,
+        }
+
+
+def choose_variant(manifest: Manifest, variant: str, provider: str) -> str:
+    """`auto`: int8 on CPU, fp16 on CUDA, fp32 elsewhere or when the preferred one is absent."""
+    available = manifest.variants
+    if variant == "auto":
+        preferred = {"cpu": "int8", "cuda": "fp16", "tensorrt": "fp16"}.get(provider, "fp32")
+        return preferred if preferred in available else "fp32"
+    if variant not in available:
+        have = ", ".join(sorted(available)) or "none"
+        raise EdgeSentError(f"variant {variant!r} is not in bundle {manifest.root} (it has: {have})")
+    if variant == "fp16" and provider not in GPU_PROVIDERS:
+        raise EdgeSentError(
+            "the fp16 variant runs on CUDA only (fp16 on CPU is slower than fp32); "
+            "use --variant int8 or fp32 on CPU, or --provider cuda"
+        )
+    return variant
+
+
+class Classifier:
+    """A bundle loaded into an onnxruntime session. Create it with `Classifier.load`."""
+
+    def __init__(self, manifest: Manifest, variant: str, session, encoder: TextEncoder, provider: str):
+        self.manifest = manifest
+        self.variant = variant
+        self.provider = provider
+        self._session = session
+        self._encoder = encoder
+        self.labels: list[str] = manifest.labels
+        self.max_length = encoder.max_length
+        self._output = "probabilities"
+
+    @classmethod
+    def load(
+        cls,
+        bundle_dir: Path | str,
+        variant: str = "auto",
+        provider: str = "auto",
+        threads: int | None = None,
+        strict: bool = False,
+        precision: str = "auto",
+    ) -> Classifier:
+        manifest = read_manifest(bundle_dir)
+        short = resolve_provider(provider)
+        chosen = choose_variant(manifest, variant, short)
+        # integrity: every file the session reads is checked against the manifest first
+        model_path = check_file(manifest, manifest.variant_file(chosen))
+        tokenizer_path = check_file(manifest, TOKENIZER)
+        encoder = TextEncoder(tokenizer_path, manifest.max_length)
+        config = SessionConfig(provider=short, threads=threads, strict=strict, precision=precision)
+        session = create_session(model_path, short, config)
+        outputs = {o.name for o in session.get_outputs()}
+        if "probabilities" not in outputs:
+            raise BundleError(f"{model_path}: the graph has no 'probabilities' output")
+        classifier = cls(manifest, chosen, session, encoder, short)
+        classifier.predict(["warm-up"])
+        return classifier
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def _run(self, batch: Batch) -> np.ndarray:
+        if self.provider in GPU_PROVIDERS:
+            binding = self._session.io_binding()
+            for name, value in batch.feeds().items():
+                binding.bind_cpu_input(name, value)
+            binding.bind_output(self._output, "cpu")
+            self._session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0]
+        return self._session.run([self._output], batch.feeds())[0]
+
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
+        """Classify `texts`; one Prediction per text, in input order."""
+        encoded = self._encoder.encode(texts)
+        probs = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
+        truncated = np.zeros(len(encoded), dtype=bool)
+        for batch in self._encoder.batches(encoded, batch_size):
+            probs[batch.index] = self._run(batch)
+            truncated[batch.index] = batch.truncated
+        return [self._prediction(row, bool(cut)) for row, cut in zip(probs, truncated, strict=True)]
+
+    def predict_iter(
+        self, texts: Iterable[str], batch_size: int = 32, chunk_size: int = 1024
+    ) -> Iterator[Prediction]:
+        """Stream over any number of texts with bounded memory (`chunk_size` texts at a time)."""
+        iterator = iter(texts)
+        while chunk := list(itertools.islice(iterator, chunk_size)):
+            yield from self.predict(chunk, batch_size=batch_size)
+
+    def _prediction(self, row: np.ndarray, truncated: bool) -> Prediction:
+        label_id = int(np.argmax(row))
+        return Prediction(
+            label=self.labels[label_id],
+            label_id=label_id,
+            probabilities={label: float(p) for label, p in zip(self.labels, row, strict=True)},
+            truncated=truncated,
+        )

@@ -1,0 +1,130 @@
+"""onnxruntime session creation: resolve the provider, tune options, detect silent CPU fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+from edge_sent.errors import EdgeSentError
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+PROVIDER_CHOICES = ("auto", *PROVIDERS)
+
+
+class ProviderFallbackWarning(RuntimeWarning):
+    """The session runs on a different execution provider than the one requested."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    provider: str = "auto"
+    threads: int | None = None
+    strict: bool = False
+    precision: str = "auto"  # OpenVINO only: fp32 | bf16 | auto
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads do not help GEMM-bound inference)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        physical = core = ""
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "physical id":
+                physical = value.strip()
+            elif key.strip() == "core id":
+                core = value.strip()
+                cores.add((physical, core))
+    except OSError:
+        pass
+    return max(1, min(usable, len(cores) or usable))
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_provider(requested: str) -> str:
+    """Map a provider choice to a short name, checked against this onnxruntime build."""
+    available = ort.get_available_providers()
+    if requested == "auto":
+        if PROVIDERS["cuda"] in available:
+            return "cuda"
+        if PROVIDERS["openvino"] in available and platform.machine().lower() in ("x86_64", "amd64"):
+            return "openvino"
+        return "cpu"
+    if requested not in PROVIDERS:
+        raise EdgeSentError(f"unknown provider {requested!r} (choose from {', '.join(PROVIDER_CHOICES)})")
+    if PROVIDERS[requested] not in available:
+        raise EdgeSentError(
+            f"provider {requested!r} is not available in this onnxruntime build "
+            f"(available: {', '.join(available)}); see the README on onnxruntime builds"
+        )
+    return requested
+
+
+def _provider_list(name: str, precision: str) -> list:
+    if name == "cpu":
+        return [PROVIDERS["cpu"]]
+    if name == "cuda":
+        return [PROVIDERS["cuda"], PROVIDERS["cpu"]]
+    if name == "tensorrt":
+        return [PROVIDERS["tensorrt"], PROVIDERS["cuda"], PROVIDERS["cpu"]]
+    hint = "bf16" if precision == "bf16" else "f32"
+    options = {"device_type": "CPU", "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}})}
+    return [(PROVIDERS["openvino"], options), PROVIDERS["cpu"]]
+
+
+def resolve_precision(provider: str, precision: str) -> str:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise EdgeSentError(f"unknown precision {precision!r} (choose from auto, fp32, bf16)")
+    if provider != "openvino":
+        if precision == "bf16":
+            raise EdgeSentError("precision bf16 needs the OpenVINO provider (--provider openvino)")
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return precision
+
+
+def create_session(model_path: Path, provider: str, config: SessionConfig) -> ort.InferenceSession:
+    """Create the session and check that the requested provider really runs it."""
+    precision = resolve_precision(provider, config.precision)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = config.threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(model_path), sess_options=options, providers=_provider_list(provider, precision)
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types without a common base
+        raise EdgeSentError(f"{model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+    used = session.get_providers()
+    if PROVIDERS[provider] not in used:
+        message = f"requested provider {provider!r} is not running this model; onnxruntime fell back to {used[0]}"
+        if config.strict:
+            raise EdgeSentError(message)
+        warnings.warn(message, ProviderFallbackWarning, stacklevel=3)
+    return session

@@ -1,0 +1,104 @@
+"""The one tokenization code path, shared by training feature extraction and the runtime.
+
+`tokenizers` fast tokenizer from `tokenizer.json`, truncation at `max_length`, no padding inside the
+tokenizer: texts are sorted by length and each batch is padded to its own longest text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from edge_sent.errors import EdgeSentError
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of one text (truncated to max_length) and whether truncation cut it."""
+
+    ids: np.ndarray
+    type_ids: np.ndarray
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A padded batch: model inputs plus the positions of its texts in the caller's list."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    index: np.ndarray
+    truncated: np.ndarray
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "token_type_ids": self.token_type_ids,
+        }
+
+
+def check_texts(texts: Sequence[object]) -> None:
+    """Raise TypeError naming the first position that does not hold a str."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a list of strings, not a single string")
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{position}] is {type(text).__name__}, expected str")
+
+
+class TextEncoder:
+    """Tokenize texts with a `tokenizer.json`, truncating at `max_length`."""
+
+    def __init__(self, tokenizer_file: Path | str, max_length: int) -> None:
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # tokenizers raises a bare Exception on a corrupt file
+            raise EdgeSentError(f"{tokenizer_file}: cannot load tokenizer ({exc})") from None
+        if max_length < 8:
+            raise EdgeSentError(f"max length {max_length} is too short (at least 8 tokens)")
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=max_length)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        pad = tokenizer.token_to_id("[PAD]")
+        self.pad_id = 0 if pad is None else int(pad)
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        check_texts(texts)
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        return [
+            Encoded(
+                np.asarray(e.ids, dtype=np.int64),
+                np.asarray(e.type_ids, dtype=np.int64),
+                bool(e.overflowing),
+            )
+            for e in encodings
+        ]
+
+    def pad(self, encoded: Sequence[Encoded], index: np.ndarray) -> Batch:
+        width = max(len(encoded[i].ids) for i in index)
+        n = len(index)
+        ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
+        for row, i in enumerate(index):
+            length = len(encoded[i].ids)
+            ids[row, :length] = encoded[i].ids
+            types[row, :length] = encoded[i].type_ids
+            mask[row, :length] = 1
+        truncated = np.asarray([encoded[i].truncated for i in index], dtype=bool)
+        return Batch(ids, mask, types, np.asarray(index, dtype=np.int64), truncated)
+
+    def batches(self, encoded: Sequence[Encoded], batch_size: int) -> Iterator[Batch]:
+        """Length-sorted batches padded to their longest text; `Batch.index` restores input order."""
+        if batch_size < 1:
+            raise EdgeSentError(f"batch size must be at least 1, got {batch_size}")
+        order = np.argsort([len(e.ids) for e in encoded], kind="stable")
+        for start in range(0, len(order), batch_size):
+            yield self.pad(encoded, order[start : start + batch_size])

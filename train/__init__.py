@@ -1,0 +1,1 @@
+"""Training stage (torch): data loading, encoder loading, cached feature extraction, head fitting."""

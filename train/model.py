@@ -1,0 +1,43 @@
+"""The torch model as trained: frozen encoder -> pooling ([CLS] row or masked mean) -> linear head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class PooledEncoder(nn.Module):
+    """Encoder + pooling: what feature extraction runs, once per distinct text."""
+
+    def __init__(self, encoder: nn.Module, pooling: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
+
+class SentimentModel(nn.Module):
+    """Encoder + pooling + head in one module: what export traces into ONE graph."""
+
+    def __init__(self, encoder: nn.Module, pooling: str, head: nn.Linear) -> None:
+        super().__init__()
+        self.features = PooledEncoder(encoder, pooling)
+        self.head = head
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.head(self.features(input_ids, attention_mask, token_type_ids))
+        return logits, torch.softmax(logits, dim=-1)

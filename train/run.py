@@ -1,0 +1,150 @@
+"""`edge-sent train`: load data, extract features once (cached), fit the head, write RUN_DIR."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from edge_sent import __version__
+from edge_sent.contract import sha256_file
+from edge_sent.errors import EdgeSentError
+from edge_sent.runtime.metrics import classification_report
+from edge_sent.train.data import DataConfig, LabeledData, label_ids, label_set, load_labeled
+from edge_sent.train.encoders import POOLINGS, load_encoder
+from edge_sent.train.features import default_cache_dir, extract_features
+from edge_sent.train.head import HeadConfig, fit_head, predict_head
+
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_META = "head.json"
+REPORT = "report.json"
+CALIBRATION = "calibration.jsonl"
+DEV_COPY = "dev.jsonl"
+CALIBRATION_SAMPLE = 500
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train: Path
+    out: Path
+    encoder: str = "random:bert-base-chinese"
+    dev: Path | None = None
+    test: Path | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    max_length: int = 512
+    pooling: str = "cls"
+    head: HeadConfig = field(default_factory=HeadConfig)
+    cache_dir: Path | None = None  # None: the user cache dir
+    no_cache: bool = False
+    limit: int | None = None  # use only the first N training rows (and N//4 dev/test rows)
+    label_names: tuple[str, ...] | None = None
+    progress: bool = True
+
+
+def _limit(data: LabeledData, n: int | None) -> LabeledData:
+    if n is None or n >= len(data):
+        return data
+    return LabeledData(data.path, data.texts[:n], data.labels[:n], data.skipped_empty)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def train(config: TrainConfig) -> dict:
+    if config.pooling not in POOLINGS:
+        raise EdgeSentError(f"unknown pooling {config.pooling!r} (choose from {', '.join(POOLINGS)})")
+    if config.head.epochs < 1:
+        raise EdgeSentError("--epochs must be at least 1")
+    train_data = _limit(load_labeled(config.train, config.data), config.limit)
+    labels = label_set(train_data)
+    side = {}
+    for name, path in (("dev", config.dev), ("test", config.test)):
+        if path is not None:
+            side[name] = _limit(load_labeled(path, config.data), config.limit and max(config.limit // 4, 1))
+    ids = {"train": label_ids(train_data, labels)} | {k: label_ids(v, labels) for k, v in side.items()}
+    names = list(config.label_names) if config.label_names else labels
+    if len(names) != len(labels):
+        raise EdgeSentError(f"--label-names gives {len(names)} names for {len(labels)} labels ({', '.join(labels)})")
+
+    encoder = load_encoder(config.encoder)
+    max_length = min(config.max_length, encoder.max_positions)
+    all_texts = train_data.texts + [t for d in side.values() for t in d.texts]
+    cache_dir = None if config.no_cache else (config.cache_dir or default_cache_dir())
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    features = extract_features(
+        encoder, all_texts, max_length=max_length, pooling=config.pooling, cache_dir=cache_dir,
+        progress=config.progress,
+    )
+    start = time.perf_counter()
+    x = {"train": features.rows(train_data.texts)} | {k: features.rows(v.texts) for k, v in side.items()}
+    result = fit_head(x["train"], ids["train"], len(labels), config.head, x.get("dev"), ids.get("dev"))
+    head_s = time.perf_counter() - start
+
+    report: dict = {
+        "encoder": config.encoder,
+        "encoder_is_random": encoder.is_random,
+        "n_train": len(train_data),
+        "n_dev": len(side["dev"]) if "dev" in side else 0,
+        "n_test": len(side["test"]) if "test" in side else 0,
+        "n_distinct_texts": len(features.texts),
+        "skipped_empty": {"train": train_data.skipped_empty} | {k: v.skipped_empty for k, v in side.items()},
+        "truncated_texts": features.truncated,
+        "max_length": max_length,
+        "pooling": config.pooling,
+        "labels": names,
+        "feature_cache": features.cache,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "timings": {"features_s": round(features.seconds, 3), "head_s": round(head_s, 3)},
+    }
+    for split in ("train", *side):
+        pred = predict_head(result.head, x[split]).argmax(axis=1)
+        report[split] = classification_report(ids[split], pred, names)
+
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": result.head.weight.detach().contiguous(), "bias": result.head.bias.detach().contiguous()},
+              str(out / HEAD_WEIGHTS))
+    rng = random.Random(config.head.seed)
+    sample = rng.sample(range(len(train_data)), min(CALIBRATION_SAMPLE, len(train_data)))
+    _write_jsonl(out / CALIBRATION, [{"text": train_data.texts[i], "label": train_data.labels[i]} for i in sample])
+    if "dev" in side:
+        _write_jsonl(out / DEV_COPY, [{"text": t, "label": lab} for t, lab in zip(side["dev"].texts,
+                                                                                   side["dev"].labels, strict=True)])
+    meta = {
+        "edge_sent_version": __version__,
+        "encoder": {"spec": config.encoder, "identity": encoder.identity, "revision": encoder.revision},
+        "tokenizer_sha256": sha256_file(encoder.tokenizer_file),
+        "max_length": max_length,
+        "pooling": config.pooling,
+        "labels": names,
+        "data_labels": labels,
+        "hidden_size": encoder.hidden_size,
+        "hyperparameters": asdict(config.head),
+        "files": {"calibration": CALIBRATION, "dev": DEV_COPY if "dev" in side else None},
+    }
+    (out / HEAD_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return report
+
+
+def load_head_meta(run_dir: Path) -> dict:
+    for name in (HEAD_WEIGHTS, HEAD_META):
+        if not (run_dir / name).is_file():
+            raise EdgeSentError(f"{run_dir}: not a complete run directory ({name} is missing; run `edge-sent train`)")
+    try:
+        return json.loads((run_dir / HEAD_META).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgeSentError(f"{run_dir / HEAD_META}: not valid JSON ({exc})") from None
+
+
