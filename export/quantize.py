@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 from edge_sent.runtime.tokenize import TextEncoder
 
 for _name in ("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer", ""):
@@ -87,7 +86,10 @@ def convert_fp16(fused: Path, out: Path) -> None:
 
 
 def quantize_int4(fused_mha: Path, out: Path) -> None:
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
 
     config = DefaultWeightOnlyQuantConfig(
         block_size=32,

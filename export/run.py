@@ -11,20 +11,27 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from safetensors.torch import load_file
-
-from edge_sent import __version__
-from edge_sent.contract import FORMAT, FORMAT_VERSION, PORTABLE_FILE, QUANTIZE_CHOICES, TOKENIZER, VARIANT_FILES
-from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, quantize, verify
 from edge_sent.export.bundle import finalize_manifest, hf_config, staging_dir, write_json
-from edge_sent.progress import stderr
+from edge_sent.runtime.labeled import DataConfig, load_labeled
 from edge_sent.runtime.readers import read_records
 from edge_sent.runtime.tokenize import TextEncoder
-from edge_sent.train.data import DataConfig, load_labeled
 from edge_sent.train.encoders import load_encoder
 from edge_sent.train.model import SentimentModel
 from edge_sent.train.run import HEAD_WEIGHTS, load_head_meta
+from safetensors.torch import load_file
+
+from edge_sent import __version__
+from edge_sent.contract import (
+    FORMAT,
+    FORMAT_VERSION,
+    PORTABLE_FILE,
+    QUANTIZE_CHOICES,
+    TOKENIZER,
+    VARIANT_FILES,
+)
+from edge_sent.errors import EdgeSentError
+from edge_sent.progress import stderr
 
 PARITY_TOLERANCE = 1e-4
 
@@ -94,7 +101,9 @@ def export_bundle(config: ExportConfig) -> dict:
     started = time.perf_counter()
     unknown = [q for q in config.quantize if q not in QUANTIZE_CHOICES]
     if unknown:
-        raise EdgeSentError(f"unknown --quantize value {unknown[0]!r} (choose from {', '.join(QUANTIZE_CHOICES)})")
+        raise EdgeSentError(
+            f"unknown --quantize value {unknown[0]!r} (choose from {', '.join(QUANTIZE_CHOICES)})"
+        )
     meta = load_head_meta(config.run_dir)
     if config.out.exists() and not config.force:
         raise EdgeSentError(f"{config.out} already exists (use --force to replace it)")
@@ -103,7 +112,9 @@ def export_bundle(config: ExportConfig) -> dict:
     if "int8-static" in config.quantize:
         if not Path(calib_path).is_file():
             raise EdgeSentError(f"calibration data not found: {calib_path}")
-        field_name = "text" if calib_path.suffix == ".jsonl" and config.calibration is None else config.data.text_field
+        field_name = (
+            "text" if calib_path.suffix == ".jsonl" and config.calibration is None else config.data.text_field
+        )
         calibration = _texts_from(calib_path, field_name, config.calibration_size)
         if not calibration:
             raise EdgeSentError(f"{calib_path}: no calibration texts")
@@ -140,9 +151,13 @@ def export_bundle(config: ExportConfig) -> dict:
                 f"fp32 ONNX differs from torch by {worst:.2e} (> {PARITY_TOLERANCE * scale:.1e}): export refused"
             )
         variants: dict[str, dict] = {
-            "fp32": {"file": VARIANT_FILES["fp32"], "ops": counts, "vs_torch": parity,
-                     "verified_on": "CPUExecutionProvider",
-                     "verification_labels": probs_fp32.argmax(axis=1).tolist()}
+            "fp32": {
+                "file": VARIANT_FILES["fp32"],
+                "ops": counts,
+                "vs_torch": parity,
+                "verified_on": "CPUExecutionProvider",
+                "verification_labels": probs_fp32.argmax(axis=1).tolist(),
+            }
         }
         eval_fp32 = None
         if eval_set is not None:
@@ -165,21 +180,32 @@ def export_bundle(config: ExportConfig) -> dict:
                 graph.fuse(raw, mha, geometry, mha=True)
                 quantize.quantize_int4(mha, target)
                 mha.unlink()
-            entry = {"file": target.name, "build_s": round(time.perf_counter() - t0, 2),
-                     "ops": graph.op_counts(onnx.load(str(target), load_external_data=False))}
+            entry = {
+                "file": target.name,
+                "build_s": round(time.perf_counter() - t0, 2),
+                "ops": graph.op_counts(onnx.load(str(target), load_external_data=False)),
+            }
             if name == "int8-static":
-                entry["calibration"] = {"source": str(calib_path), "n_texts": len(calibration), "method": "minmax"}
+                entry["calibration"] = {
+                    "source": str(calib_path),
+                    "n_texts": len(calibration),
+                    "method": "minmax",
+                }
             try:
                 sess = verify.session(target)
             except Exception as exc:  # fp16 kernels are CUDA-only for several fused ops
                 entry["verified_on"] = None
-                entry["not_verified_reason"] = f"onnxruntime CPU cannot run it ({str(exc).splitlines()[0][:160]})"
+                entry["not_verified_reason"] = (
+                    f"onnxruntime CPU cannot run it ({str(exc).splitlines()[0][:160]})"
+                )
             else:
                 logits, probs = verify.onnx_outputs(sess, tokenizer, verify_texts, batch_size=8)
-                entry |= {"verified_on": "CPUExecutionProvider",
-                          "vs_torch": {"max_abs_dlogit": float(np.abs(reference - logits).max())},
-                          "vs_fp32": verify.agreement(probs_fp32, probs),
-                          "verification_labels": probs.argmax(axis=1).tolist()}
+                entry |= {
+                    "verified_on": "CPUExecutionProvider",
+                    "vs_torch": {"max_abs_dlogit": float(np.abs(reference - logits).max())},
+                    "vs_fp32": verify.agreement(probs_fp32, probs),
+                    "verification_labels": probs.argmax(axis=1).tolist(),
+                }
                 if eval_set is not None:
                     _, probs_eval = verify.onnx_outputs(sess, tokenizer, eval_set[0], batch_size=32)
                     entry["eval_accuracy"] = verify.accuracy(probs_eval, eval_set[1])
@@ -190,7 +216,9 @@ def export_bundle(config: ExportConfig) -> dict:
             raw.unlink()
         shutil.copyfile(encoder.tokenizer_file, tmp / TOKENIZER)
         labels = list(meta["labels"])
-        write_json(tmp / "config.json", hf_config(encoder.config, labels, int(meta["max_length"]), meta["pooling"]))
+        write_json(
+            tmp / "config.json", hf_config(encoder.config, labels, int(meta["max_length"]), meta["pooling"])
+        )
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -201,10 +229,13 @@ def export_bundle(config: ExportConfig) -> dict:
             "max_length": int(meta["max_length"]),
             "pooling": meta["pooling"],
             "portable_file": PORTABLE_FILE if config.portable else None,
-            "verification": {"source": str(source), "n_texts": len(verify_texts),
-                             "texts_sha256": verify.texts_sha256(verify_texts),
-                             "eval": str(config.eval) if config.eval else None,
-                             "eval_n": len(eval_set[0]) if eval_set else 0},
+            "verification": {
+                "source": str(source),
+                "n_texts": len(verify_texts),
+                "texts_sha256": verify.texts_sha256(verify_texts),
+                "eval": str(config.eval) if config.eval else None,
+                "eval_n": len(eval_set[0]) if eval_set else 0,
+            },
             "variants": variants,
             "export_s": round(time.perf_counter() - started, 1),
         }

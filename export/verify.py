@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-
 from edge_sent.runtime.session import physical_cores
 from edge_sent.runtime.tokenize import TextEncoder
 from edge_sent.train.model import SentimentModel

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from edge_sent.runtime.session import SessionConfig, create_session, resolve_provider
+from edge_sent.runtime.tokenize import Batch, TextEncoder
 
 from edge_sent.contract import TOKENIZER, Manifest, check_file, read_manifest
 from edge_sent.errors import BundleError, EdgeSentError
-from edge_sent.runtime.session import SessionConfig, create_session, resolve_provider
-from edge_sent.runtime.tokenize import Batch, TextEncoder
 
 GPU_PROVIDERS = ("cuda", "tensorrt")
 
@@ -101,15 +101,19 @@ class Classifier:
     def providers(self) -> list[str]:
         return list(self._session.get_providers())
 
-    def _run(self, batch: Batch) -> np.ndarray:
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on ready-made int64 inputs; returns the probabilities (used by benchmarks)."""
         if self.provider in GPU_PROVIDERS:
             binding = self._session.io_binding()
-            for name, value in batch.feeds().items():
+            for name, value in feeds.items():
                 binding.bind_cpu_input(name, value)
             binding.bind_output(self._output, "cpu")
             self._session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
-        return self._session.run([self._output], batch.feeds())[0]
+        return self._session.run([self._output], feeds)[0]
+
+    def _run(self, batch: Batch) -> np.ndarray:
+        return self.run_feeds(batch.feeds())
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
         """Classify `texts`; one Prediction per text, in input order."""

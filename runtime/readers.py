@@ -46,7 +46,9 @@ def _decoded_lines(path: Path, lines: Iterable[bytes]) -> Iterator[str]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise EdgeSentError(f"{path}:{number}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise EdgeSentError(
+                f"{path}:{number}: invalid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
         if number == 1:
             text = text.removeprefix("\ufeff")
         yield text
@@ -58,7 +60,7 @@ def _open_lines(path: Path | str) -> tuple[str, Iterable[bytes]]:
     p = Path(path)
     if not p.is_file():
         raise EdgeSentError(f"{p}: file not found")
-    return str(p), open(p, "rb")  # noqa: SIM115 - closed by the generator's owner (garbage collection)
+    return str(p), open(p, "rb")
 
 
 def read_records(
@@ -75,7 +77,9 @@ def read_records(
     try:
         if kind == "txt":
             if label_field is not None:
-                raise EdgeSentError(f"{name}: a .txt file has one text per line and no labels; use tsv, csv or jsonl")
+                raise EdgeSentError(
+                    f"{name}: a .txt file has one text per line and no labels; use tsv, csv or jsonl"
+                )
             for number, line in enumerate(lines, start=1):
                 yield Record(number, line.rstrip("\r\n"))
         elif kind == "jsonl":
@@ -140,10 +144,14 @@ def _jsonl(name: str, lines: Iterator[str], text_field: str, label_field: str | 
         if not isinstance(obj, dict):
             raise EdgeSentError(f"{name}:{number}: expected a JSON object, got {type(obj).__name__}")
         if text_field not in obj:
-            raise EdgeSentError(f"{name}:{number}: no key {text_field!r}; keys found: {', '.join(obj) or '(none)'}")
+            raise EdgeSentError(
+                f"{name}:{number}: no key {text_field!r}; keys found: {', '.join(obj) or '(none)'}"
+            )
         text = obj[text_field]
         if not isinstance(text, str):
-            raise EdgeSentError(f"{name}:{number}: {text_field!r} must be a string, got {type(text).__name__}")
+            raise EdgeSentError(
+                f"{name}:{number}: {text_field!r} must be a string, got {type(text).__name__}"
+            )
         label = None
         if label_field is not None:
             if label_field not in obj:

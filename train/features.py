@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from edge_sent.contract import sha256_file
-from edge_sent.progress import progress_bar
 from edge_sent.runtime.tokenize import Batch, TextEncoder
 from edge_sent.train.encoders import LoadedEncoder
 from edge_sent.train.model import PooledEncoder
+
+from edge_sent.contract import sha256_file
+from edge_sent.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,11 @@ def run_encoder(model: PooledEncoder, batch: Batch) -> np.ndarray:
 
 
 def encode_texts(
-    model: PooledEncoder, tokenizer: TextEncoder, texts: list[str], batch_size: int = 32, progress: bool = True
+    model: PooledEncoder,
+    tokenizer: TextEncoder,
+    texts: list[str],
+    batch_size: int = 32,
+    progress: bool = True,
 ) -> np.ndarray:
     encoded = tokenizer.encode(texts)
     vectors: np.ndarray | None = None

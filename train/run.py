@@ -8,18 +8,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
+from edge_sent.runtime.labeled import DataConfig, LabeledData, label_ids, label_set, load_labeled
+from edge_sent.runtime.metrics import classification_report
+from edge_sent.train.encoders import POOLINGS, load_encoder
+from edge_sent.train.features import default_cache_dir, extract_features
+from edge_sent.train.head import HeadConfig, fit_head, predict_head
 from safetensors.torch import save_file
 
 from edge_sent import __version__
 from edge_sent.contract import sha256_file
 from edge_sent.errors import EdgeSentError
-from edge_sent.runtime.metrics import classification_report
-from edge_sent.train.data import DataConfig, LabeledData, label_ids, label_set, load_labeled
-from edge_sent.train.encoders import POOLINGS, load_encoder
-from edge_sent.train.features import default_cache_dir, extract_features
-from edge_sent.train.head import HeadConfig, fit_head, predict_head
 
 HEAD_WEIGHTS = "head.safetensors"
 HEAD_META = "head.json"
@@ -73,7 +72,9 @@ def train(config: TrainConfig) -> dict:
     ids = {"train": label_ids(train_data, labels)} | {k: label_ids(v, labels) for k, v in side.items()}
     names = list(config.label_names) if config.label_names else labels
     if len(names) != len(labels):
-        raise EdgeSentError(f"--label-names gives {len(names)} names for {len(labels)} labels ({', '.join(labels)})")
+        raise EdgeSentError(
+            f"--label-names gives {len(names)} names for {len(labels)} labels ({', '.join(labels)})"
+        )
 
     encoder = load_encoder(config.encoder)
     max_length = min(config.max_length, encoder.max_positions)
@@ -81,7 +82,11 @@ def train(config: TrainConfig) -> dict:
     cache_dir = None if config.no_cache else (config.cache_dir or default_cache_dir())
     torch.set_num_threads(max(1, torch.get_num_threads()))
     features = extract_features(
-        encoder, all_texts, max_length=max_length, pooling=config.pooling, cache_dir=cache_dir,
+        encoder,
+        all_texts,
+        max_length=max_length,
+        pooling=config.pooling,
+        cache_dir=cache_dir,
         progress=config.progress,
     )
     start = time.perf_counter()
@@ -113,14 +118,20 @@ def train(config: TrainConfig) -> dict:
 
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": result.head.weight.detach().contiguous(), "bias": result.head.bias.detach().contiguous()},
-              str(out / HEAD_WEIGHTS))
+    save_file(
+        {"weight": result.head.weight.detach().contiguous(), "bias": result.head.bias.detach().contiguous()},
+        str(out / HEAD_WEIGHTS),
+    )
     rng = random.Random(config.head.seed)
     sample = rng.sample(range(len(train_data)), min(CALIBRATION_SAMPLE, len(train_data)))
-    _write_jsonl(out / CALIBRATION, [{"text": train_data.texts[i], "label": train_data.labels[i]} for i in sample])
+    _write_jsonl(
+        out / CALIBRATION, [{"text": train_data.texts[i], "label": train_data.labels[i]} for i in sample]
+    )
     if "dev" in side:
-        _write_jsonl(out / DEV_COPY, [{"text": t, "label": lab} for t, lab in zip(side["dev"].texts,
-                                                                                   side["dev"].labels, strict=True)])
+        _write_jsonl(
+            out / DEV_COPY,
+            [{"text": t, "label": lab} for t, lab in zip(side["dev"].texts, side["dev"].labels, strict=True)],
+        )
     meta = {
         "edge_sent_version": __version__,
         "encoder": {"spec": config.encoder, "identity": encoder.identity, "revision": encoder.revision},
@@ -141,10 +152,10 @@ def train(config: TrainConfig) -> dict:
 def load_head_meta(run_dir: Path) -> dict:
     for name in (HEAD_WEIGHTS, HEAD_META):
         if not (run_dir / name).is_file():
-            raise EdgeSentError(f"{run_dir}: not a complete run directory ({name} is missing; run `edge-sent train`)")
+            raise EdgeSentError(
+                f"{run_dir}: not a complete run directory ({name} is missing; run `edge-sent train`)"
+            )
     try:
         return json.loads((run_dir / HEAD_META).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgeSentError(f"{run_dir / HEAD_META}: not valid JSON ({exc})") from None
-
-

@@ -1,1 +1,47 @@
-def main(): pass
+"""The `edge-sent` command line. Runtime commands never import torch; train/export load it lazily."""
+
+from __future__ import annotations
+
+import typer
+
+from edge_sent import __version__
+from edge_sent.cli.runtime_cmds import eval_cmd, info_cmd, predict_cmd, verify_cmd
+
+app = typer.Typer(
+    name="edge-sent",
+    help="Frozen BERT + linear head sentiment classifier: train, export one fused ONNX graph, serve without torch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edge-sent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """edge-sent: train → export → predict."""
+
+
+from edge_sent.cli.bench_cmd import bench_cmd  # noqa: E402
+from edge_sent.cli.build import export_cmd, train_cmd  # noqa: E402
+
+app.command("train")(train_cmd)
+app.command("export")(export_cmd)
+app.command("predict")(predict_cmd)
+app.command("eval")(eval_cmd)
+app.command("info")(info_cmd)
+app.command("verify")(verify_cmd)
+app.command("bench")(bench_cmd)
+
+
+def main() -> None:
+    app()

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from edge_sent.runtime.readers import read_records
 
 from edge_sent.errors import EdgeSentError
-from edge_sent.runtime.readers import read_records
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,9 @@ def load_labeled(path: Path | str, config: DataConfig = DataConfig()) -> Labeled
     texts: list[str] = []
     labels: list[str] = []
     skipped = 0
-    for record in read_records(path, text_field=config.text_field, label_field=config.label_field, fmt=config.fmt):
+    for record in read_records(
+        path, text_field=config.text_field, label_field=config.label_field, fmt=config.fmt
+    ):
         if not record.text.strip():
             skipped += 1
             continue

@@ -1,0 +1,171 @@
+"""`edge-sent train` and `edge-sent export` (the torch side; imported lazily by the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edge_sent.cli.common import console, err_console, print_json, split_choices, user_errors
+from edge_sent.contract import QUANTIZE_CHOICES
+from edge_sent.errors import EdgeSentError
+
+RANDOM_NOTE = (
+    "NOTE: encoder {spec} has RANDOM weights (no pretrained weights are downloaded on this machine): "
+    "its accuracy means nothing; use it for speed, size and export-parity checks only."
+)
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise EdgeSentError(
+            "this command needs the training extra: pip install torch==2.13.0 && pip install 'edge-sent[train]'"
+        ) from None
+
+
+@user_errors
+def train_cmd(
+    train: Annotated[Path, typer.Option("--train", help="Training data: .tsv, .csv or .jsonl.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write (head, report, samples).")],
+    dev: Annotated[Path | None, typer.Option(help="Dev data: early stopping on its loss, reported.")] = None,
+    test: Annotated[Path | None, typer.Option(help="Test data: reported only.")] = None,
+    encoder: Annotated[
+        str, typer.Option(help="Hub id, local directory, random:bert-base-chinese or random:tiny.")
+    ] = "random:bert-base-chinese",
+    text_column: Annotated[str, typer.Option(help="Text column (TSV/CSV) or key (JSONL).")] = "text_a",
+    label_column: Annotated[str, typer.Option(help="Label column or key (ids or names).")] = "label",
+    label_names: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated display names for the sorted labels, e.g. negative,positive."),
+    ] = None,
+    max_length: Annotated[int, typer.Option(help="Token limit (capped by the encoder's).")] = 512,
+    pooling: Annotated[str, typer.Option(help="cls ([CLS] row) or mean (masked mean).")] = "cls",
+    epochs: Annotated[int, typer.Option(help="Head training epochs (early stopping on dev loss).")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Head mini-batch size.")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed: identical seeds give identical weights.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option(help="Use only the first N training rows (N/4 dev/test).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Feature cache (default: the user cache dir).")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fit a linear head on a frozen encoder; the encoder runs once per distinct text (cached)."""
+    _need_torch()
+    from edge_sent.runtime.labeled import DataConfig
+    from edge_sent.train.head import HeadConfig
+    from edge_sent.train.run import TrainConfig, train
+
+    config = TrainConfig(
+        train=train,
+        out=out,
+        encoder=encoder,
+        dev=dev,
+        test=test,
+        data=DataConfig(text_field=text_column, label_field=label_column),
+        max_length=max_length,
+        pooling=pooling,
+        head=HeadConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+        cache_dir=cache_dir,
+        no_cache=no_cache,
+        limit=limit,
+        label_names=tuple(n.strip() for n in label_names.split(",")) if label_names else None,
+        progress=not json_out,
+    )
+    if encoder.startswith("random:"):
+        err_console.print(RANDOM_NOTE.format(spec=encoder), style="yellow")
+    report = train(config)
+    if json_out:
+        print_json(report)
+        return
+    table = Table(title=f"edge-sent train → {out}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("training rows", str(report["n_train"]))
+    table.add_row("dev / test rows", f"{report['n_dev']} / {report['n_test']}")
+    table.add_row("distinct texts encoded", str(report["n_distinct_texts"]))
+    table.add_row("empty texts skipped", str(sum(report["skipped_empty"].values())))
+    table.add_row(f"texts truncated at {report['max_length']} tokens", str(report["truncated_texts"]))
+    table.add_row("feature cache", report["feature_cache"])
+    table.add_row(
+        "features / head time",
+        f"{report['timings']['features_s']:.1f} s / {report['timings']['head_s']:.1f} s",
+    )
+    table.add_row("epochs run (best)", f"{report['epochs_run']} ({report['best_epoch']})")
+    for split in ("train", "dev", "test"):
+        if split in report:
+            table.add_row(
+                f"{split} accuracy / macro-F1",
+                f"{report[split]['accuracy']:.4f} / {report[split]['macro_f1']:.4f}",
+            )
+    console.print(table)
+    if report["encoder_is_random"]:
+        console.print(RANDOM_NOTE.format(spec=encoder), style="yellow")
+
+
+@user_errors
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `edge-sent train`.")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (atomically).")],
+    quantize: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Variants to add beside fp32: {', '.join(QUANTIZE_CHOICES)} (repeat or comma-separate)."
+        ),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="Texts for int8-static calibration (default: a training sample in RUN_DIR)."),
+    ] = None,
+    calibration_size: Annotated[int, typer.Option(help="Calibration texts to use.")] = 128,
+    eval_data: Annotated[
+        Path | None, typer.Option("--eval", help="Labelled data: accuracy of every variant.")
+    ] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Use only the first N rows of --eval.")] = None,
+    verify_size: Annotated[int, typer.Option(help="Texts (spread over lengths) for parity checks.")] = 64,
+    text_column: Annotated[str, typer.Option(help="Text column/key in --eval and --calibration.")] = "text_a",
+    label_column: Annotated[str, typer.Option(help="Label column/key in --eval.")] = "label",
+    portable: Annotated[
+        bool,
+        typer.Option("--portable", help="Also keep model_portable.onnx (standard ops, for TensorRT & co.)."),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle directory.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Fuse encoder + head into ONE ONNX graph, add quantized variants, verify each, write a bundle."""
+    _need_torch()
+    from edge_sent.export.run import ExportConfig, export_bundle
+    from edge_sent.runtime.labeled import DataConfig
+
+    config = ExportConfig(
+        run_dir=run_dir,
+        out=out,
+        quantize=split_choices(quantize) or ("int8",),
+        calibration=calibration,
+        calibration_size=calibration_size,
+        eval=eval_data,
+        eval_limit=eval_limit,
+        verify_size=verify_size,
+        portable=portable,
+        force=force,
+        data=DataConfig(text_field=text_column, label_field=label_column),
+        quiet=json_out,
+    )
+    manifest = export_bundle(config)
+    if json_out:
+        print_json(manifest)
+        return
+    from edge_sent.cli.runtime_cmds import manifest_table
+
+    console.print(manifest_table(manifest, out))
+    if manifest["encoder"].get("random_weights"):
+        console.print(RANDOM_NOTE.format(spec=manifest["encoder"]["spec"]), style="yellow")

@@ -1,0 +1,57 @@
+"""Shared CLI plumbing: one-line user errors, JSON output, console."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from edge_sent.errors import EdgeSentError
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def user_errors(func: F) -> F:
+    """Turn user errors into a one-line message and a non-zero exit (never a traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgeSentError as exc:
+            raise fail(str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            if getattr(exc, "edge_sent_user_error", False):
+                raise fail(str(exc)) from None
+            raise
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise typer.Exit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def split_choices(values: list[str] | None) -> tuple[str, ...]:
+    """`--quantize int8 --quantize fp16` and `--quantize int8,fp16` both work."""
+    out: list[str] = []
+    for value in values or []:
+        out.extend(v.strip() for v in value.split(",") if v.strip())
+    return tuple(dict.fromkeys(out))

@@ -1,0 +1,240 @@
+"""`predict`, `eval`, `info`, `verify`: torch-free commands (onnxruntime, tokenizers, numpy)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edge_sent.cli.common import console, err_console, print_json, user_errors
+from edge_sent.contract import read_manifest, verify_bundle
+from edge_sent.errors import EdgeSentError
+
+VariantOpt = Annotated[
+    str, typer.Option(help="auto (int8 on CPU, fp16 on CUDA), fp32, int8, int8-static, fp16, int4.")
+]
+ProviderOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, tensorrt or openvino.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def manifest_table(manifest: dict, root: Path) -> Table:
+    enc = manifest["encoder"]
+    title = (
+        f"{root}  ·  encoder {enc['spec']}{' (RANDOM weights)' if enc.get('random_weights') else ''}  ·  "
+        f"labels {', '.join(manifest['labels'])}  ·  max length {manifest['max_length']}  ·  {manifest['pooling']} pooling"
+    )
+    table = Table(title=title, title_justify="left")
+    for col in (
+        "variant",
+        "file",
+        "size",
+        "max |Δlogit| vs torch",
+        "agreement vs fp32",
+        "max |Δprob|",
+        "eval acc",
+    ):
+        table.add_column(col, justify="left" if col in ("variant", "file") else "right")
+    files = manifest["files"]
+    for name, v in manifest["variants"].items():
+        vs_torch = v.get("vs_torch", {}).get("max_abs_dlogit")
+        vs_fp32 = v.get("vs_fp32", {})
+        table.add_row(
+            name,
+            v["file"],
+            _mb(files[v["file"]]["bytes"]) if v["file"] in files else "?",
+            f"{vs_torch:.2e}" if vs_torch is not None else "-",
+            f"{vs_fp32['label_agreement']:.1%}" if vs_fp32 else ("(reference)" if name == "fp32" else "-"),
+            f"{vs_fp32['max_abs_dprob']:.3f}" if vs_fp32 else "-",
+            f"{v['eval_accuracy']:.4f}" if "eval_accuracy" in v else "-",
+        )
+    return table
+
+
+def _texts(
+    texts: list[str] | None, file: Path | None, text_column: str, fmt: str | None
+) -> tuple[list[str], int]:
+    from edge_sent.runtime.readers import read_records
+
+    out: list[str] = list(texts or [])
+    for position, text in enumerate(out):
+        if not text.strip():
+            raise EdgeSentError(f"text argument {position + 1} is empty or whitespace")
+    skipped = 0
+    if file is not None:
+        for record in read_records(file, text_field=text_column, fmt=fmt):
+            if record.text.strip():
+                out.append(record.text)
+            else:
+                skipped += 1
+    if not out:
+        raise EdgeSentError("no texts to classify (give TEXT arguments, --file PATH, or --file - for stdin)")
+    return out, skipped
+
+
+@user_errors
+def predict_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `edge-sent export`.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="txt (a text a line), tsv, csv or jsonl; - for stdin.")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Force the file format: txt, tsv, csv, jsonl.")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Text column (tsv/csv) or key (jsonl).")] = "text_a",
+    variant: VariantOpt = "auto",
+    provider: ProviderOpt = "auto",
+    threads: ThreadsOpt = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Texts per batch (sorted by length, padded per batch).")
+    ] = 32,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="JSON lines: text, label, probabilities, truncated.")
+    ] = False,
+) -> None:
+    """Classify texts with a bundle (no torch needed)."""
+    from edge_sent.runtime import Classifier
+
+    items, skipped = _texts(texts, file, text_column, fmt)
+    clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads)
+    results = clf.predict(items, batch_size=batch_size)
+    truncated = sum(r.truncated for r in results)
+    if json_out:
+        for text, r in zip(items, results, strict=True):
+            sys.stdout.write(json.dumps({"text": text} | r.as_dict(), ensure_ascii=False) + "\n")
+    else:
+        table = Table(
+            title=f"{len(items)} text(s) · variant {clf.variant} · {clf.providers[0]}", title_justify="left"
+        )
+        table.add_column("text", overflow="ellipsis", max_width=60, no_wrap=True)
+        table.add_column("label")
+        table.add_column("p", justify="right")
+        table.add_column("truncated")
+        for text, r in zip(items, results, strict=True):
+            table.add_row(text, r.label, f"{r.probabilities[r.label]:.3f}", "yes" if r.truncated else "")
+        console.print(table)
+    if truncated:
+        err_console.print(f"note: {truncated} text(s) longer than {clf.max_length} tokens were truncated")
+    if skipped:
+        err_console.print(f"note: {skipped} empty line(s) in the input were skipped")
+
+
+@user_errors
+def eval_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled data: tsv, csv or jsonl.")],
+    text_column: Annotated[str, typer.Option(help="Text column/key.")] = "text_a",
+    label_column: Annotated[str, typer.Option(help="Label column/key (ids or names).")] = "label",
+    variant: VariantOpt = "auto",
+    provider: ProviderOpt = "auto",
+    threads: ThreadsOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Accuracy, macro-F1, confusion matrix and texts/s of a bundle on labelled data."""
+    import numpy as np
+
+    from edge_sent.runtime import Classifier
+    from edge_sent.runtime.labeled import DataConfig, load_labeled
+    from edge_sent.runtime.metrics import classification_report
+
+    dataset = load_labeled(data, DataConfig(text_field=text_column, label_field=label_column))
+    clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads)
+    names = (
+        {n: i for i, n in enumerate(clf.labels)}
+        | {str(i): i for i in range(len(clf.labels))}
+        | {n: i for i, n in enumerate(clf.manifest.data.get("data_labels") or [])}
+    )
+    unknown = sorted(set(dataset.labels) - set(names))
+    if unknown:
+        raise EdgeSentError(
+            f"{data}: label {unknown[0]!r} is not one of the bundle's labels ({', '.join(clf.labels)})"
+        )
+    y_true = np.asarray([names[label] for label in dataset.labels])
+    start = time.perf_counter()
+    preds = clf.predict(dataset.texts, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    report = classification_report(y_true, np.asarray([p.label_id for p in preds]), clf.labels) | {
+        "variant": clf.variant,
+        "provider": clf.providers[0],
+        "texts_per_s": len(preds) / seconds,
+        "seconds": seconds,
+        "truncated": sum(p.truncated for p in preds),
+        "skipped_empty": dataset.skipped_empty,
+        "random_weights": bool(clf.manifest.data["encoder"].get("random_weights")),
+    }
+    if json_out:
+        print_json(report)
+        return
+    table = Table(title=f"{data} · variant {clf.variant} · {clf.providers[0]}", title_justify="left")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("texts", str(report["n"]))
+    table.add_row("accuracy", f"{report['accuracy']:.4f}")
+    table.add_row("macro-F1", f"{report['macro_f1']:.4f}")
+    table.add_row("texts/s", f"{report['texts_per_s']:.1f}")
+    table.add_row("truncated", str(report["truncated"]))
+    console.print(table)
+    matrix = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
+    matrix.add_column("")
+    for label in clf.labels:
+        matrix.add_column(label, justify="right")
+    for label, row in zip(clf.labels, report["confusion"], strict=True):
+        matrix.add_row(label, *map(str, row))
+    console.print(matrix)
+    if report["random_weights"]:
+        console.print(
+            "NOTE: this bundle's encoder has RANDOM weights: the accuracy means nothing.", style="yellow"
+        )
+
+
+@user_errors
+def info_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """The bundle's manifest, readable: encoder, labels, variants with sizes and verification figures."""
+    manifest = read_manifest(bundle)
+    if json_out:
+        print_json(manifest.data)
+        return
+    console.print(manifest_table(manifest.data, bundle))
+    console.print(
+        f"format {manifest.data['format']} v{manifest.data['format_version']}, "
+        f"edge-sent {manifest.data.get('edge_sent_version')}, created {manifest.data.get('created')}"
+    )
+
+
+@user_errors
+def verify_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check every file of the bundle against its sha256 and size in the manifest."""
+    manifest = read_manifest(bundle)
+    problems = verify_bundle(bundle)
+    unlisted = sorted(
+        p.name for p in Path(bundle).iterdir() if p.name != "manifest.json" and p.name not in manifest.files
+    )
+    if json_out:
+        print_json(
+            {"ok": not problems, "problems": problems, "files": len(manifest.files), "unlisted": unlisted}
+        )
+    if problems:
+        if not json_out:
+            for problem in problems:
+                err_console.print(f"[bold red]error:[/bold red] {problem}", highlight=False)
+        raise typer.Exit(1)
+    if not json_out:
+        console.print(f"ok: {len(manifest.files)} files match the manifest of {bundle}")
+        if unlisted:
+            err_console.print(f"note: files not in the manifest (ignored): {', '.join(unlisted)}")

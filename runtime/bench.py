@@ -1,0 +1,111 @@
+"""Quick latency/throughput measurement of one bundle (torch-free). The full comparison is in benchmarks/.
+
+Variants run in rotated blocks with a pause between blocks (an idle onnxruntime thread pool keeps
+spinning after a run and would tax whatever runs next), medians with p90/p99 after warm-up.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from edge_sent.runtime.classifier import Classifier
+
+from edge_sent import __version__
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    variants: tuple[str, ...] = ()
+    seq_lengths: tuple[int, ...] = (16, 64, 128)
+    batch_size: int = 1
+    runs: int = 50
+    warmup: int = 5
+    threads: int | None = None
+    provider: str = "auto"
+    pause_s: float = 0.2
+
+
+def synthetic_feeds(batch: int, length: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, min(vocab_size, 20000), size=(batch, length), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
+
+
+def percentiles(times_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(times_s) * 1000
+    return {
+        "p50_ms": float(np.median(ms)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "runs": len(ms),
+    }
+
+
+def _time(clf: Classifier, feeds: dict[str, np.ndarray], runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        clf.run_feeds(feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        clf.run_feeds(feeds)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) -> dict:
+    from edge_sent.contract import read_manifest
+
+    manifest = read_manifest(bundle)
+    names = config.variants or tuple(v for v in manifest.variants if v != "fp16" or config.provider == "cuda")
+    classifiers = {
+        v: Classifier.load(bundle, variant=v, provider=config.provider, threads=config.threads) for v in names
+    }
+    vocab = int(
+        __import__("json").loads((manifest.root / "config.json").read_text()).get("vocab_size", 21128)
+    )
+    latency: dict[str, dict[str, dict]] = {v: {} for v in names}
+    for length in config.seq_lengths:
+        length = min(length, manifest.max_length)
+        feeds = synthetic_feeds(config.batch_size, length, vocab)
+        for offset in range(len(names)):  # rotated blocks: each variant is first once
+            order = names[offset:] + names[:offset]
+            for name in order:
+                times = _time(classifiers[name], feeds, max(1, config.runs // len(names)), config.warmup)
+                latency[name].setdefault(str(length), []).extend(times)
+                time.sleep(config.pause_s)
+    result = {
+        "edge_sent_version": __version__,
+        "bundle": str(bundle),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "onnxruntime": ort.__version__,
+        },
+        "random_weights": bool(manifest.data["encoder"].get("random_weights")),
+        "batch_size": config.batch_size,
+        "threads": config.threads,
+        "variants": {},
+    }
+    for name in names:
+        entry = {
+            "file_bytes": manifest.files[manifest.variant_file(name)]["bytes"],
+            "provider": classifiers[name].providers[0],
+            "latency": {k: percentiles(v) for k, v in latency[name].items()},
+        }
+        if texts:
+            start = time.perf_counter()
+            classifiers[name].predict(texts, batch_size=32)
+            seconds = time.perf_counter() - start
+            entry["throughput"] = {"texts": len(texts), "batch_size": 32, "texts_per_s": len(texts) / seconds}
+            time.sleep(config.pause_s)
+        result["variants"][name] = entry
+    return result
