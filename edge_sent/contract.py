@@ -89,9 +89,7 @@ def read_manifest(bundle_dir: Path | str) -> Manifest:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BundleError(
-            f"{path}: unknown format {data.get('format') if isinstance(data, dict) else None!r}"
-        )
+        raise BundleError(f"{path}: unknown format {data.get('format') if isinstance(data, dict) else None!r}")
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(

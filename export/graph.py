@@ -31,9 +31,7 @@ class Geometry:
 
     @classmethod
     def from_config(cls, config: dict) -> Geometry:
-        return cls(
-            int(config["num_hidden_layers"]), int(config["num_attention_heads"]), int(config["hidden_size"])
-        )
+        return cls(int(config["num_hidden_layers"]), int(config["num_attention_heads"]), int(config["hidden_size"]))
 
 
 def export_raw(model: SentimentModel, path: Path) -> None:
@@ -66,9 +64,7 @@ def _optimize(raw: Path, geometry: Geometry, mha: bool):
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
-    if (
-        mha
-    ):  # Q, K, V stay separate MatMuls (so weight-only quantization reaches them), embedding stays a Gather
+    if mha:  # Q, K, V stay separate MatMuls (so weight-only quantization reaches them), embedding stays a Gather
         options.use_multi_head_attention = True
         options.enable_embed_layer_norm = False
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)

@@ -101,9 +101,7 @@ def export_bundle(config: ExportConfig) -> dict:
     started = time.perf_counter()
     unknown = [q for q in config.quantize if q not in QUANTIZE_CHOICES]
     if unknown:
-        raise EdgeSentError(
-            f"unknown --quantize value {unknown[0]!r} (choose from {', '.join(QUANTIZE_CHOICES)})"
-        )
+        raise EdgeSentError(f"unknown --quantize value {unknown[0]!r} (choose from {', '.join(QUANTIZE_CHOICES)})")
     meta = load_head_meta(config.run_dir)
     if config.out.exists() and not config.force:
         raise EdgeSentError(f"{config.out} already exists (use --force to replace it)")
@@ -112,9 +110,7 @@ def export_bundle(config: ExportConfig) -> dict:
     if "int8-static" in config.quantize:
         if not Path(calib_path).is_file():
             raise EdgeSentError(f"calibration data not found: {calib_path}")
-        field_name = (
-            "text" if calib_path.suffix == ".jsonl" and config.calibration is None else config.data.text_field
-        )
+        field_name = "text" if calib_path.suffix == ".jsonl" and config.calibration is None else config.data.text_field
         calibration = _texts_from(calib_path, field_name, config.calibration_size)
         if not calibration:
             raise EdgeSentError(f"{calib_path}: no calibration texts")
@@ -195,9 +191,7 @@ def export_bundle(config: ExportConfig) -> dict:
                 sess = verify.session(target)
             except Exception as exc:  # fp16 kernels are CUDA-only for several fused ops
                 entry["verified_on"] = None
-                entry["not_verified_reason"] = (
-                    f"onnxruntime CPU cannot run it ({str(exc).splitlines()[0][:160]})"
-                )
+                entry["not_verified_reason"] = f"onnxruntime CPU cannot run it ({str(exc).splitlines()[0][:160]})"
             else:
                 logits, probs = verify.onnx_outputs(sess, tokenizer, verify_texts, batch_size=8)
                 entry |= {
@@ -216,9 +210,7 @@ def export_bundle(config: ExportConfig) -> dict:
             raw.unlink()
         shutil.copyfile(encoder.tokenizer_file, tmp / TOKENIZER)
         labels = list(meta["labels"])
-        write_json(
-            tmp / "config.json", hf_config(encoder.config, labels, int(meta["max_length"]), meta["pooling"])
-        )
+        write_json(tmp / "config.json", hf_config(encoder.config, labels, int(meta["max_length"]), meta["pooling"]))
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

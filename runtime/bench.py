@@ -69,9 +69,7 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
     classifiers = {
         v: Classifier.load(bundle, variant=v, provider=config.provider, threads=config.threads) for v in names
     }
-    vocab = int(
-        __import__("json").loads((manifest.root / "config.json").read_text()).get("vocab_size", 21128)
-    )
+    vocab = int(__import__("json").loads((manifest.root / "config.json").read_text()).get("vocab_size", 21128))
     latency: dict[str, dict[str, dict]] = {v: {} for v in names}
     for length in config.seq_lengths:
         length = min(length, manifest.max_length)

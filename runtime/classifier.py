@@ -125,9 +125,7 @@ class Classifier:
             truncated[batch.index] = batch.truncated
         return [self._prediction(row, bool(cut)) for row, cut in zip(probs, truncated, strict=True)]
 
-    def predict_iter(
-        self, texts: Iterable[str], batch_size: int = 32, chunk_size: int = 1024
-    ) -> Iterator[Prediction]:
+    def predict_iter(self, texts: Iterable[str], batch_size: int = 32, chunk_size: int = 1024) -> Iterator[Prediction]:
         """Stream over any number of texts with bounded memory (`chunk_size` texts at a time)."""
         iterator = iter(texts)
         while chunk := list(itertools.islice(iterator, chunk_size)):

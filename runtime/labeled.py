@@ -33,9 +33,7 @@ def load_labeled(path: Path | str, config: DataConfig = DataConfig()) -> Labeled
     texts: list[str] = []
     labels: list[str] = []
     skipped = 0
-    for record in read_records(
-        path, text_field=config.text_field, label_field=config.label_field, fmt=config.fmt
-    ):
+    for record in read_records(path, text_field=config.text_field, label_field=config.label_field, fmt=config.fmt):
         if not record.text.strip():
             skipped += 1
             continue

@@ -46,9 +46,7 @@ def _decoded_lines(path: Path, lines: Iterable[bytes]) -> Iterator[str]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise EdgeSentError(
-                f"{path}:{number}: invalid UTF-8 ({exc.reason} at byte {exc.start})"
-            ) from None
+            raise EdgeSentError(f"{path}:{number}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
         if number == 1:
             text = text.removeprefix("\ufeff")
         yield text
@@ -77,9 +75,7 @@ def read_records(
     try:
         if kind == "txt":
             if label_field is not None:
-                raise EdgeSentError(
-                    f"{name}: a .txt file has one text per line and no labels; use tsv, csv or jsonl"
-                )
+                raise EdgeSentError(f"{name}: a .txt file has one text per line and no labels; use tsv, csv or jsonl")
             for number, line in enumerate(lines, start=1):
                 yield Record(number, line.rstrip("\r\n"))
         elif kind == "jsonl":
@@ -109,9 +105,7 @@ def _delimited(
     wanted = [text_field] + ([label_field] if label_field else [])
     missing = [w for w in wanted if w not in header]
     if missing:
-        raise EdgeSentError(
-            f"{name}: no column {missing[0]!r}; columns found: {', '.join(header) or '(none)'}"
-        )
+        raise EdgeSentError(f"{name}: no column {missing[0]!r}; columns found: {', '.join(header) or '(none)'}")
     t_idx = header.index(text_field)
     l_idx = header.index(label_field) if label_field else None
     while True:
@@ -124,9 +118,7 @@ def _delimited(
         if not row:  # a blank line
             continue
         if len(row) != len(header):
-            raise EdgeSentError(
-                f"{name}:{reader.line_num}: malformed row: {len(row)} fields, header has {len(header)}"
-            )
+            raise EdgeSentError(f"{name}:{reader.line_num}: malformed row: {len(row)} fields, header has {len(header)}")
         label = row[l_idx].strip() if l_idx is not None else None
         if l_idx is not None and not label:
             raise EdgeSentError(f"{name}:{reader.line_num}: empty label")
@@ -144,14 +136,10 @@ def _jsonl(name: str, lines: Iterator[str], text_field: str, label_field: str | 
         if not isinstance(obj, dict):
             raise EdgeSentError(f"{name}:{number}: expected a JSON object, got {type(obj).__name__}")
         if text_field not in obj:
-            raise EdgeSentError(
-                f"{name}:{number}: no key {text_field!r}; keys found: {', '.join(obj) or '(none)'}"
-            )
+            raise EdgeSentError(f"{name}:{number}: no key {text_field!r}; keys found: {', '.join(obj) or '(none)'}")
         text = obj[text_field]
         if not isinstance(text, str):
-            raise EdgeSentError(
-                f"{name}:{number}: {text_field!r} must be a string, got {type(text).__name__}"
-            )
+            raise EdgeSentError(f"{name}:{number}: {text_field!r} must be a string, got {type(text).__name__}")
         label = None
         if label_field is not None:
             if label_field not in obj:

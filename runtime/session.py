@@ -120,14 +120,10 @@ def create_session(model_path: Path, provider: str, config: SessionConfig) -> or
             str(model_path), sess_options=options, providers=_provider_list(provider, precision)
         )
     except Exception as exc:  # onnxruntime raises its own exception types without a common base
-        raise EdgeSentError(
-            f"{model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})"
-        ) from None
+        raise EdgeSentError(f"{model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
     used = session.get_providers()
     if PROVIDERS[provider] not in used:
-        message = (
-            f"requested provider {provider!r} is not running this model; onnxruntime fell back to {used[0]}"
-        )
+        message = f"requested provider {provider!r} is not running this model; onnxruntime fell back to {used[0]}"
         if config.strict:
             raise EdgeSentError(message)
         warnings.warn(message, ProviderFallbackWarning, stacklevel=3)

@@ -67,9 +67,7 @@ def _random_encoder(spec: str) -> LoadedEncoder:
         torch.manual_seed(RANDOM_SEED)
         model = BertModel(config, add_pooling_layer=False)
     model.eval()
-    return LoadedEncoder(
-        spec, model, assets / "tokenizer.json", config.to_dict(), weights_sha256(model), None
-    )
+    return LoadedEncoder(spec, model, assets / "tokenizer.json", config.to_dict(), weights_sha256(model), None)
 
 
 def _local_encoder(spec: str, directory: Path, revision: str | None = None) -> LoadedEncoder:
@@ -77,9 +75,7 @@ def _local_encoder(spec: str, directory: Path, revision: str | None = None) -> L
 
     tokenizer_file = directory / "tokenizer.json"
     if not tokenizer_file.is_file():
-        raise EdgeSentError(
-            f"encoder {spec!r}: {directory} has no tokenizer.json (a fast tokenizer is required)"
-        )
+        raise EdgeSentError(f"encoder {spec!r}: {directory} has no tokenizer.json (a fast tokenizer is required)")
     try:
         config = AutoConfig.from_pretrained(directory)
         try:
@@ -111,9 +107,7 @@ def _hub_encoder(spec: str) -> LoadedEncoder:
             f"cannot load encoder {spec!r}: not a local directory, a random: spec or a valid hub id"
         ) from None
     except Exception as exc:  # offline cache miss, network errors, missing repo
-        offline = (
-            " (HF_HUB_OFFLINE is set and it is not in the cache)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        )
+        offline = " (HF_HUB_OFFLINE is set and it is not in the cache)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise EdgeSentError(f"cannot load encoder {spec!r}{offline}: {type(exc).__name__}") from None
     return _local_encoder(spec, local, revision=local.name)
 

@@ -72,9 +72,7 @@ def train(config: TrainConfig) -> dict:
     ids = {"train": label_ids(train_data, labels)} | {k: label_ids(v, labels) for k, v in side.items()}
     names = list(config.label_names) if config.label_names else labels
     if len(names) != len(labels):
-        raise EdgeSentError(
-            f"--label-names gives {len(names)} names for {len(labels)} labels ({', '.join(labels)})"
-        )
+        raise EdgeSentError(f"--label-names gives {len(names)} names for {len(labels)} labels ({', '.join(labels)})")
 
     encoder = load_encoder(config.encoder)
     max_length = min(config.max_length, encoder.max_positions)
@@ -124,9 +122,7 @@ def train(config: TrainConfig) -> dict:
     )
     rng = random.Random(config.head.seed)
     sample = rng.sample(range(len(train_data)), min(CALIBRATION_SAMPLE, len(train_data)))
-    _write_jsonl(
-        out / CALIBRATION, [{"text": train_data.texts[i], "label": train_data.labels[i]} for i in sample]
-    )
+    _write_jsonl(out / CALIBRATION, [{"text": train_data.texts[i], "label": train_data.labels[i]} for i in sample])
     if "dev" in side:
         _write_jsonl(
             out / DEV_COPY,
@@ -152,9 +148,7 @@ def train(config: TrainConfig) -> dict:
 def load_head_meta(run_dir: Path) -> dict:
     for name in (HEAD_WEIGHTS, HEAD_META):
         if not (run_dir / name).is_file():
-            raise EdgeSentError(
-                f"{run_dir}: not a complete run directory ({name} is missing; run `edge-sent train`)"
-            )
+            raise EdgeSentError(f"{run_dir}: not a complete run directory ({name} is missing; run `edge-sent train`)")
     try:
         return json.loads((run_dir / HEAD_META).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

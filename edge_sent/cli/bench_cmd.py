@@ -14,12 +14,8 @@ from edge_sent.cli.common import console, print_json, split_choices, user_errors
 @user_errors
 def bench_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
-    variant: Annotated[
-        list[str] | None, typer.Option(help="Variants to time (default: all that run here).")
-    ] = None,
-    seq: Annotated[
-        str, typer.Option(help="Comma-separated sequence lengths for batch latency.")
-    ] = "16,64,128",
+    variant: Annotated[list[str] | None, typer.Option(help="Variants to time (default: all that run here).")] = None,
+    seq: Annotated[str, typer.Option(help="Comma-separated sequence lengths for batch latency.")] = "16,64,128",
     batch_size: Annotated[int, typer.Option(help="Batch size of the latency grid.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed runs per variant and length (after warm-up).")] = 50,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")] = None,
@@ -61,9 +57,7 @@ def bench_cmd(
     if json_out:
         print_json(result)
         return
-    table = Table(
-        title=f"edge-sent bench {bundle} · batch {batch_size} · p50 / p90 / p99 ms", title_justify="left"
-    )
+    table = Table(title=f"edge-sent bench {bundle} · batch {batch_size} · p50 / p90 / p99 ms", title_justify="left")
     table.add_column("variant")
     table.add_column("size", justify="right")
     for length in lengths:

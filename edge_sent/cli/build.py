@@ -48,15 +48,9 @@ def train_cmd(
     batch_size: Annotated[int, typer.Option(help="Head mini-batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed: identical seeds give identical weights.")] = 0,
-    limit: Annotated[
-        int | None, typer.Option(help="Use only the first N training rows (N/4 dev/test).")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Feature cache (default: the user cache dir).")
-    ] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")
-    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N training rows (N/4 dev/test).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default: the user cache dir).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Fit a linear head on a frozen encoder; the encoder runs once per distinct text (cached)."""
@@ -118,18 +112,14 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (atomically).")],
     quantize: Annotated[
         list[str] | None,
-        typer.Option(
-            help=f"Variants to add beside fp32: {', '.join(QUANTIZE_CHOICES)} (repeat or comma-separate)."
-        ),
+        typer.Option(help=f"Variants to add beside fp32: {', '.join(QUANTIZE_CHOICES)} (repeat or comma-separate)."),
     ] = None,
     calibration: Annotated[
         Path | None,
         typer.Option(help="Texts for int8-static calibration (default: a training sample in RUN_DIR)."),
     ] = None,
     calibration_size: Annotated[int, typer.Option(help="Calibration texts to use.")] = 128,
-    eval_data: Annotated[
-        Path | None, typer.Option("--eval", help="Labelled data: accuracy of every variant.")
-    ] = None,
+    eval_data: Annotated[Path | None, typer.Option("--eval", help="Labelled data: accuracy of every variant.")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Use only the first N rows of --eval.")] = None,
     verify_size: Annotated[int, typer.Option(help="Texts (spread over lengths) for parity checks.")] = 64,
     text_column: Annotated[str, typer.Option(help="Text column/key in --eval and --calibration.")] = "text_a",

@@ -15,9 +15,7 @@ from edge_sent.cli.common import console, err_console, print_json, user_errors
 from edge_sent.contract import read_manifest, verify_bundle
 from edge_sent.errors import EdgeSentError
 
-VariantOpt = Annotated[
-    str, typer.Option(help="auto (int8 on CPU, fp16 on CUDA), fp32, int8, int8-static, fp16, int4.")
-]
+VariantOpt = Annotated[str, typer.Option(help="auto (int8 on CPU, fp16 on CUDA), fp32, int8, int8-static, fp16, int4.")]
 ProviderOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, tensorrt or openvino.")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")]
 
@@ -30,7 +28,8 @@ def manifest_table(manifest: dict, root: Path) -> Table:
     enc = manifest["encoder"]
     title = (
         f"{root}  ·  encoder {enc['spec']}{' (RANDOM weights)' if enc.get('random_weights') else ''}  ·  "
-        f"labels {', '.join(manifest['labels'])}  ·  max length {manifest['max_length']}  ·  {manifest['pooling']} pooling"
+        f"labels {', '.join(manifest['labels'])}  ·  max length {manifest['max_length']}  ·  "
+        f"{manifest['pooling']} pooling"
     )
     table = Table(title=title, title_justify="left")
     for col in (
@@ -59,9 +58,7 @@ def manifest_table(manifest: dict, root: Path) -> Table:
     return table
 
 
-def _texts(
-    texts: list[str] | None, file: Path | None, text_column: str, fmt: str | None
-) -> tuple[list[str], int]:
+def _texts(texts: list[str] | None, file: Path | None, text_column: str, fmt: str | None) -> tuple[list[str], int]:
     from edge_sent.runtime.readers import read_records
 
     out: list[str] = list(texts or [])
@@ -87,16 +84,12 @@ def predict_cmd(
     file: Annotated[
         Path | None, typer.Option("--file", help="txt (a text a line), tsv, csv or jsonl; - for stdin.")
     ] = None,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="Force the file format: txt, tsv, csv, jsonl.")
-    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Force the file format: txt, tsv, csv, jsonl.")] = None,
     text_column: Annotated[str, typer.Option(help="Text column (tsv/csv) or key (jsonl).")] = "text_a",
     variant: VariantOpt = "auto",
     provider: ProviderOpt = "auto",
     threads: ThreadsOpt = None,
-    batch_size: Annotated[
-        int, typer.Option(help="Texts per batch (sorted by length, padded per batch).")
-    ] = 32,
+    batch_size: Annotated[int, typer.Option(help="Texts per batch (sorted by length, padded per batch).")] = 32,
     json_out: Annotated[
         bool, typer.Option("--json", help="JSON lines: text, label, probabilities, truncated.")
     ] = False,
@@ -112,9 +105,7 @@ def predict_cmd(
         for text, r in zip(items, results, strict=True):
             sys.stdout.write(json.dumps({"text": text} | r.as_dict(), ensure_ascii=False) + "\n")
     else:
-        table = Table(
-            title=f"{len(items)} text(s) · variant {clf.variant} · {clf.providers[0]}", title_justify="left"
-        )
+        table = Table(title=f"{len(items)} text(s) · variant {clf.variant} · {clf.providers[0]}", title_justify="left")
         table.add_column("text", overflow="ellipsis", max_width=60, no_wrap=True)
         table.add_column("label")
         table.add_column("p", justify="right")
@@ -156,9 +147,7 @@ def eval_cmd(
     )
     unknown = sorted(set(dataset.labels) - set(names))
     if unknown:
-        raise EdgeSentError(
-            f"{data}: label {unknown[0]!r} is not one of the bundle's labels ({', '.join(clf.labels)})"
-        )
+        raise EdgeSentError(f"{data}: label {unknown[0]!r} is not one of the bundle's labels ({', '.join(clf.labels)})")
     y_true = np.asarray([names[label] for label in dataset.labels])
     start = time.perf_counter()
     preds = clf.predict(dataset.texts, batch_size=batch_size)
@@ -192,9 +181,7 @@ def eval_cmd(
         matrix.add_row(label, *map(str, row))
     console.print(matrix)
     if report["random_weights"]:
-        console.print(
-            "NOTE: this bundle's encoder has RANDOM weights: the accuracy means nothing.", style="yellow"
-        )
+        console.print("NOTE: this bundle's encoder has RANDOM weights: the accuracy means nothing.", style="yellow")
 
 
 @user_errors
@@ -226,9 +213,7 @@ def verify_cmd(
         p.name for p in Path(bundle).iterdir() if p.name != "manifest.json" and p.name not in manifest.files
     )
     if json_out:
-        print_json(
-            {"ok": not problems, "problems": problems, "files": len(manifest.files), "unlisted": unlisted}
-        )
+        print_json({"ok": not problems, "problems": problems, "files": len(manifest.files), "unlisted": unlisted})
     if problems:
         if not json_out:
             for problem in problems:
