@@ -72,6 +72,9 @@ def _random_encoder(spec: str) -> LoadedEncoder:
 
 def _local_encoder(spec: str, directory: Path, revision: str | None = None) -> LoadedEncoder:
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # unused pooler weights are expected: we read the hidden states
 
     tokenizer_file = directory / "tokenizer.json"
     if not tokenizer_file.is_file():

@@ -57,7 +57,8 @@ def train_cmd(
     _need_torch()
     from edge_sent.runtime.labeled import DataConfig
     from edge_sent.train.head import HeadConfig
-    from edge_sent.train.run import TrainConfig, train
+    from edge_sent.train.run import TrainConfig
+    from edge_sent.train.run import train as run_training
 
     config = TrainConfig(
         train=train,
@@ -77,7 +78,7 @@ def train_cmd(
     )
     if encoder.startswith("random:"):
         err_console.print(RANDOM_NOTE.format(spec=encoder), style="yellow")
-    report = train(config)
+    report = run_training(config)
     if json_out:
         print_json(report)
         return

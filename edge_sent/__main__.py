@@ -1,0 +1,3 @@
+from edge_sent.cli import main
+
+main()

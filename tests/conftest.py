@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny run and bundle (random:tiny on ChnSentiCorp subsets), built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "chnsenticorp"
+
+
+def run_cli(*args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_sent", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        env={**os.environ, **(env or {})},
+        timeout=900,
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """Non-zero exit, no traceback, a one-line message on stderr that contains every needle."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error:"), proc.stderr
+    message = " ".join(lines)
+    for needle in needles:
+        assert needle in message, message
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory) -> None:
+    os.environ["EDGE_SENT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    from edge_sent.runtime.labeled import DataConfig
+    from edge_sent.train.run import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(TrainConfig(train=DATA / "train.tsv", dev=DATA / "dev.tsv", out=out, encoder="random:tiny",
+                      limit=800, data=DataConfig(), progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_run: Path) -> Path:
+    from edge_sent.export.run import ExportConfig, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(ExportConfig(run_dir=tiny_run, out=out, quantize=("int8", "int8-static", "fp16", "int4"),
+                               eval=DATA / "test.tsv", eval_limit=200, quiet=True))
+    return out
