@@ -34,6 +34,7 @@ from edge_sent.errors import EdgeSentError
 from edge_sent.progress import stderr
 
 PARITY_TOLERANCE = 1e-4
+VERIFY_BATCH = 8  # dynamic int8 scales activations per batch: recorded so the labels can be reproduced
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def export_bundle(config: ExportConfig) -> dict:
                 entry["verified_on"] = None
                 entry["not_verified_reason"] = f"onnxruntime CPU cannot run it ({str(exc).splitlines()[0][:160]})"
             else:
-                logits, probs = verify.onnx_outputs(sess, tokenizer, verify_texts, batch_size=8)
+                logits, probs = verify.onnx_outputs(sess, tokenizer, verify_texts, batch_size=VERIFY_BATCH)
                 entry |= {
                     "verified_on": "CPUExecutionProvider",
                     "vs_torch": {"max_abs_dlogit": float(np.abs(reference - logits).max())},
@@ -225,6 +226,7 @@ def export_bundle(config: ExportConfig) -> dict:
                 "source": str(source),
                 "n_texts": len(verify_texts),
                 "texts_sha256": verify.texts_sha256(verify_texts),
+                "batch_size": VERIFY_BATCH,
                 "eval": str(config.eval) if config.eval else None,
                 "eval_n": len(eval_set[0]) if eval_set else 0,
             },

@@ -18,8 +18,14 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def error_line(message: str) -> None:
+    """One plain line on stderr (never wrapped, so scripts and logs see the whole reason)."""
+    sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    sys.stderr.flush()
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    error_line(message)
     return typer.Exit(code)
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edge_sent.cli.common import console, err_console, print_json, user_errors
+from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
 from edge_sent.contract import read_manifest, verify_bundle
 from edge_sent.errors import EdgeSentError
 
@@ -217,7 +217,7 @@ def verify_cmd(
     if problems:
         if not json_out:
             for problem in problems:
-                err_console.print(f"[bold red]error:[/bold red] {problem}", highlight=False)
+                error_line(problem)
         raise typer.Exit(1)
     if not json_out:
         console.print(f"ok: {len(manifest.files)} files match the manifest of {bundle}")
