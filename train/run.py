@@ -150,6 +150,11 @@ def load_head_meta(run_dir: Path) -> dict:
         if not (run_dir / name).is_file():
             raise EdgeSentError(f"{run_dir}: not a complete run directory ({name} is missing; run `edge-sent train`)")
     try:
-        return json.loads((run_dir / HEAD_META).read_text(encoding="utf-8"))
+        meta = json.loads((run_dir / HEAD_META).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgeSentError(f"{run_dir / HEAD_META}: not valid JSON ({exc})") from None
+    required = ("encoder", "max_length", "pooling", "labels", "files")
+    missing = [k for k in required if not isinstance(meta, dict) or k not in meta]
+    if missing or not isinstance(meta.get("encoder"), dict) or "spec" not in meta["encoder"]:
+        raise EdgeSentError(f"{run_dir / HEAD_META}: incomplete run metadata (missing {missing or ['encoder.spec']})")
+    return meta

@@ -1,0 +1,162 @@
+"""Export stage on random:tiny: every variant, manifest, hashes, fp32 parity, Optimum load, safety."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_sent.contract import TMP_PREFIX, VARIANT_FILES, sha256_file, verify_bundle
+from edge_sent.export import quantize
+from edge_sent.export.run import ExportConfig, export_bundle
+from tests.conftest import assert_user_error, run_cli
+
+
+def test_manifest_lists_every_file_with_its_hash(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    for key in ("format", "format_version", "edge_sent_version", "encoder", "labels", "max_length", "files",
+                "variants"):
+        assert key in manifest
+    on_disk = {p.name for p in tiny_bundle.iterdir()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == sha256_file(tiny_bundle / name)
+        assert entry["bytes"] == (tiny_bundle / name).stat().st_size
+    assert set(manifest["variants"]) == {"fp32", "int8", "int8-static", "fp16", "int4"}
+    for name, variant in manifest["variants"].items():
+        assert variant["file"] == VARIANT_FILES[name]
+    assert verify_bundle(tiny_bundle) == []
+    assert manifest["encoder"]["spec"] == "random:tiny" and manifest["encoder"]["random_weights"] is True
+
+
+def test_fp32_parity_with_torch_on_outputs_that_differ(tiny_bundle):
+    fp32 = json.loads((tiny_bundle / "manifest.json").read_text())["variants"]["fp32"]
+    parity = fp32["vs_torch"]
+    assert parity["max_abs_dlogit"] <= parity["tolerance"]
+    assert parity["max_abs_dlogit_padded"] <= parity["tolerance"]
+    assert parity["logit_std_across_texts"] > 0.05  # not a constant output
+    assert fp32["ops"]["Attention"] == 2 and fp32["ops"]["SkipLayerNormalization"] == 4  # random:tiny: 2 layers
+
+
+def test_variants_are_verified_and_smaller(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    files = manifest["files"]
+    for name in ("int8", "int8-static", "int4", "fp16"):
+        v = manifest["variants"][name]
+        assert 0 <= v["vs_fp32"]["label_agreement"] <= 1 and "eval_accuracy" in v, name
+        assert len(v["verification_labels"]) == manifest["verification"]["n_texts"]
+    assert files["model_quantized.onnx"]["bytes"] < 0.3 * files["model.onnx"]["bytes"]
+    assert files["model_q4.onnx"]["bytes"] < 0.2 * files["model.onnx"]["bytes"]
+    assert manifest["variants"]["int8"]["ops"].get("QEmbedLayerNormalization") == 1  # embeddings quantized
+    assert manifest["variants"]["int4"]["ops"].get("MatMulNBits", 0) > 0
+    assert manifest["variants"]["int8-static"]["ops"].get("QuantizeLinear", 0) > 0
+
+
+def test_optimum_loads_the_bundle_and_returns_the_same_logits(tiny_bundle):
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    from edge_sent.runtime.tokenize import TextEncoder
+
+    model = ORTModelForSequenceClassification.from_pretrained(tiny_bundle, file_name="model.onnx")
+    enc = TextEncoder(tiny_bundle / "tokenizer.json", 512)
+    texts = ["很好", "这家酒店的服务太差了，房间也很脏", "一般般吧"]
+    batch = enc.pad(enc.encode(texts), np.arange(3))
+    import torch
+
+    out = model(**{k: torch.from_numpy(v) for k, v in batch.feeds().items()}).logits.numpy()
+    ref = ort.InferenceSession(str(tiny_bundle / "model.onnx")).run(["logits"], batch.feeds())[0]
+    assert np.abs(out - ref).max() < 1e-5
+    assert np.ptp(ref[:, 0]) > 1e-3
+    assert model.config.id2label == {0: "0", 1: "1"}
+
+
+def test_failed_export_leaves_nothing_and_existing_bundle_needs_force(tiny_run, tmp_path, monkeypatch):
+    out = tmp_path / "bundle"
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash during quantization")
+
+    monkeypatch.setattr(quantize, "quantize_int8", boom)
+    with pytest.raises(RuntimeError):
+        export_bundle(ExportConfig(run_dir=tiny_run, out=out, quiet=True))
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)]
+    monkeypatch.undo()
+    export_bundle(ExportConfig(run_dir=tiny_run, out=out, quantize=(), quiet=True))
+    assert verify_bundle(out) == []
+    proc = run_cli("export", str(tiny_run), "--out", str(out))
+    assert_user_error(proc, "already exists", "--force")
+    first = (out / "manifest.json").read_text()
+    proc = run_cli("export", str(tiny_run), "--out", str(out), "--force", "--quantize", "int8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["variants"].keys() == {"fp32", "int8"}
+    assert (out / "manifest.json").read_text() != first
+
+
+def test_stale_temporary_dirs_are_cleaned(tiny_run, tmp_path):
+    out = tmp_path / "bundle"
+    stale = tmp_path / f"{TMP_PREFIX}bundle-999999999-abc"  # a pid that cannot be running
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half")
+    export_bundle(ExportConfig(run_dir=tiny_run, out=out, quantize=(), quiet=True))
+    assert not stale.exists() and out.is_dir()
+
+
+def test_export_bad_input(tiny_run, tmp_path):
+    assert_user_error(run_cli("export", str(tmp_path / "none"), "--out", str(tmp_path / "b")),
+                      "not a complete run directory")
+    assert_user_error(run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--quantize", "int3"),
+                      "unknown --quantize value 'int3'")
+    assert_user_error(run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--quantize", "int8-static",
+                              "--calibration", str(tmp_path / "nope.txt")), "calibration data not found")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert_user_error(run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--quantize", "int8-static",
+                              "--calibration", str(empty)), "no calibration texts")
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert_user_error(run_cli("export", str(tiny_run), "--out", str(locked / "b")), "cannot write")
+    broken = tmp_path / "broken_run"
+    broken.mkdir()
+    (broken / "head.safetensors").write_bytes(b"x")
+    (broken / "head.json").write_text(json.dumps({"encoder": {"spec": "random:nope"}}))
+    assert_user_error(run_cli("export", str(broken), "--out", str(tmp_path / "b")), "incomplete run metadata")
+    meta = json.loads((tiny_run / "head.json").read_text())
+    meta["encoder"]["spec"] = "random:nope"
+    (broken / "head.json").write_text(json.dumps(meta))
+    assert_user_error(run_cli("export", str(broken), "--out", str(tmp_path / "b")), "unknown synthetic encoder")
+    meta["encoder"]["spec"] = "random:tiny"
+    (broken / "head.json").write_text(json.dumps(meta))
+    assert_user_error(run_cli("export", str(broken), "--out", str(tmp_path / "b")), "head.safetensors: cannot read")
+    assert not (tmp_path / "b").exists()
+
+
+def test_non_writable_output_is_a_clear_error(tiny_run, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert_user_error(run_cli("export", str(tiny_run), "--out", str(blocker / "bundle")), "cannot write")
+
+
+def test_cli_train_export_predict_roundtrip(tmp_path):
+    """The README's main job in miniature, through the console script."""
+    from tests.conftest import DATA
+
+    run = tmp_path / "run"
+    proc = run_cli("train", "--train", str(DATA / "train.tsv"), "--dev", str(DATA / "dev.tsv"), "--limit", "200",
+                   "--encoder", "random:tiny", "--label-names", "negative,positive", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM weights" in proc.stdout
+    bundle = tmp_path / "bundle"
+    proc = run_cli("export", str(run), "--out", str(bundle), "--quantize", "int8,int4")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("predict", str(bundle), "房间很干净", "--json")
+    row = json.loads(proc.stdout)
+    assert row["label"] in ("negative", "positive") and set(row["probabilities"]) == {"negative", "positive"}
+    assert Path(bundle / "config.json").is_file()
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
