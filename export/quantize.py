@@ -5,7 +5,7 @@
 - int8-static: QDQ, per-channel int8 weights, uint8 activations, MinMax calibration, MatMul only, on the
                standard-ops graph (runs on onnxruntime CPU and on the OpenVINO provider).
 - fp16:        the fused graph in float16 with fp32 inputs and outputs (for CUDA).
-- int4:        weight-only 4-bit MatMulNBits (block 32, symmetric) plus a 4-bit word-embedding table,
+- int4:        weight-only 4-bit MatMulNBits (block 32, asymmetric) plus a 4-bit word-embedding table,
                on the fused graph with MultiHeadAttention (so Q/K/V weights are separate MatMuls).
 """
 
@@ -85,19 +85,27 @@ def convert_fp16(fused: Path, out: Path) -> None:
     model.save_model_to_file(str(out), use_external_data_format=False)
 
 
-def quantize_int4(fused_mha: Path, out: Path) -> None:
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
+def _weight_only(model: onnx.ModelProto, op: str, axis: int, block: int, symmetric: bool) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     config = DefaultWeightOnlyQuantConfig(
-        block_size=32,
-        is_symmetric=True,
-        accuracy_level=4,
-        op_types_to_quantize=("MatMul", "Gather"),
-        quant_axes=(("MatMul", 0), ("Gather", 1)),
+        block_size=block,
+        is_symmetric=symmetric,
+        accuracy_level=4,  # int8 activations per block: the fast VNNI kernel, and measured more faithful
+        bits=4,
+        op_types_to_quantize=(op,),
+        quant_axes=((op, axis),),
     )
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(fused_mha)), algo_config=config)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(out), False)
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        quantizer.process()
+    return quantizer.model.model
+
+
+def quantize_int4(fused_mha: Path, out: Path) -> None:
+    """MatMul weights: asymmetric 4-bit, blocks of 32 (symmetric agreed with fp32 on 62% of labels on the
+    real MiniLM check, asymmetric on 89.5%); word embeddings: symmetric 4-bit, blocks of 64 (keeps the
+    bert-base file under 16% of fp32)."""
+    model = _weight_only(onnx.load(str(fused_mha)), "MatMul", 0, 32, symmetric=False)
+    model = _weight_only(model, "Gather", 1, 64, symmetric=True)
+    onnx.save(model, str(out))

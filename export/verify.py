@@ -57,7 +57,9 @@ def onnx_outputs(
     n = len(texts)
     logits = np.zeros((n, 0), dtype=np.float32)
     probs = logits
-    order = np.random.default_rng(0).permutation(n) if shuffle else np.argsort([len(e.ids) for e in encoded], kind="stable")
+    order = (
+        np.random.default_rng(0).permutation(n) if shuffle else np.argsort([len(e.ids) for e in encoded], kind="stable")
+    )
     for start in range(0, n, batch_size):
         batch = encoder.pad(encoded, order[start : start + batch_size])
         out_logits, out_probs = sess.run(["logits", "probabilities"], batch.feeds())

@@ -48,8 +48,17 @@ def tiny_run(tmp_path_factory) -> Path:
     from edge_sent.train.run import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(TrainConfig(train=DATA / "train.tsv", dev=DATA / "dev.tsv", out=out, encoder="random:tiny",
-                      limit=800, data=DataConfig(), progress=False))
+    train(
+        TrainConfig(
+            train=DATA / "train.tsv",
+            dev=DATA / "dev.tsv",
+            out=out,
+            encoder="random:tiny",
+            limit=800,
+            data=DataConfig(),
+            progress=False,
+        )
+    )
     return out
 
 
@@ -58,6 +67,14 @@ def tiny_bundle(tmp_path_factory, tiny_run: Path) -> Path:
     from edge_sent.export.run import ExportConfig, export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_bundle(ExportConfig(run_dir=tiny_run, out=out, quantize=("int8", "int8-static", "fp16", "int4"),
-                               eval=DATA / "test.tsv", eval_limit=200, quiet=True))
+    export_bundle(
+        ExportConfig(
+            run_dir=tiny_run,
+            out=out,
+            quantize=("int8", "int8-static", "fp16", "int4"),
+            eval=DATA / "test.tsv",
+            eval_limit=200,
+            quiet=True,
+        )
+    )
     return out

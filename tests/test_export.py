@@ -8,17 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge_sent.contract import TMP_PREFIX, VARIANT_FILES, sha256_file, verify_bundle
 from edge_sent.export import quantize
 from edge_sent.export.run import ExportConfig, export_bundle
+
+from edge_sent.contract import TMP_PREFIX, VARIANT_FILES, sha256_file, verify_bundle
 from tests.conftest import assert_user_error, run_cli
 
 
 def test_manifest_lists_every_file_with_its_hash(tiny_bundle):
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    for key in ("format", "format_version", "edge_sent_version", "encoder", "labels", "max_length", "files",
-                "variants"):
+    for key in (
+        "format",
+        "format_version",
+        "edge_sent_version",
+        "encoder",
+        "labels",
+        "max_length",
+        "files",
+        "variants",
+    ):
         assert key in manifest
     on_disk = {p.name for p in tiny_bundle.iterdir()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk
@@ -57,9 +65,8 @@ def test_variants_are_verified_and_smaller(tiny_bundle):
 
 def test_optimum_loads_the_bundle_and_returns_the_same_logits(tiny_bundle):
     import onnxruntime as ort
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-
     from edge_sent.runtime.tokenize import TextEncoder
+    from optimum.onnxruntime import ORTModelForSequenceClassification
 
     model = ORTModelForSequenceClassification.from_pretrained(tiny_bundle, file_name="model.onnx")
     enc = TextEncoder(tiny_bundle / "tokenizer.json", 512)
@@ -107,16 +114,41 @@ def test_stale_temporary_dirs_are_cleaned(tiny_run, tmp_path):
 
 
 def test_export_bad_input(tiny_run, tmp_path):
-    assert_user_error(run_cli("export", str(tmp_path / "none"), "--out", str(tmp_path / "b")),
-                      "not a complete run directory")
-    assert_user_error(run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--quantize", "int3"),
-                      "unknown --quantize value 'int3'")
-    assert_user_error(run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--quantize", "int8-static",
-                              "--calibration", str(tmp_path / "nope.txt")), "calibration data not found")
+    assert_user_error(
+        run_cli("export", str(tmp_path / "none"), "--out", str(tmp_path / "b")), "not a complete run directory"
+    )
+    assert_user_error(
+        run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--quantize", "int3"),
+        "unknown --quantize value 'int3'",
+    )
+    assert_user_error(
+        run_cli(
+            "export",
+            str(tiny_run),
+            "--out",
+            str(tmp_path / "b"),
+            "--quantize",
+            "int8-static",
+            "--calibration",
+            str(tmp_path / "nope.txt"),
+        ),
+        "calibration data not found",
+    )
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    assert_user_error(run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--quantize", "int8-static",
-                              "--calibration", str(empty)), "no calibration texts")
+    assert_user_error(
+        run_cli(
+            "export",
+            str(tiny_run),
+            "--out",
+            str(tmp_path / "b"),
+            "--quantize",
+            "int8-static",
+            "--calibration",
+            str(empty),
+        ),
+        "no calibration texts",
+    )
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -147,8 +179,21 @@ def test_cli_train_export_predict_roundtrip(tmp_path):
     from tests.conftest import DATA
 
     run = tmp_path / "run"
-    proc = run_cli("train", "--train", str(DATA / "train.tsv"), "--dev", str(DATA / "dev.tsv"), "--limit", "200",
-                   "--encoder", "random:tiny", "--label-names", "negative,positive", "--out", str(run))
+    proc = run_cli(
+        "train",
+        "--train",
+        str(DATA / "train.tsv"),
+        "--dev",
+        str(DATA / "dev.tsv"),
+        "--limit",
+        "200",
+        "--encoder",
+        "random:tiny",
+        "--label-names",
+        "negative,positive",
+        "--out",
+        str(run),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "RANDOM weights" in proc.stdout
     bundle = tmp_path / "bundle"

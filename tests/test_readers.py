@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from edge_sent.errors import EdgeSentError
 from edge_sent.runtime.labeled import DataConfig, label_ids, label_set, load_labeled
 from edge_sent.runtime.readers import read_records
+
+from edge_sent.errors import EdgeSentError
 from tests.conftest import DATA
 
 

@@ -11,15 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_sent.runtime import Classifier
+from edge_sent.runtime.session import ProviderFallbackWarning
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_sent.errors import BundleError, EdgeSentError
-from edge_sent.runtime import Classifier
-from edge_sent.runtime.session import ProviderFallbackWarning
 from tests.conftest import DATA, assert_user_error, run_cli
 
-TEXTS = ["这个酒店很好，服务周到", "太差了，再也不来", "房间一般", "早餐很丰富，位置方便，下次还会再来", "😀👍", "a\x00b\tc\x07"]
+TEXTS = [
+    "这个酒店很好，服务周到",
+    "太差了，再也不来",
+    "房间一般",
+    "早餐很丰富，位置方便，下次还会再来",
+    "😀👍",
+    "a\x00b\tc\x07",
+]
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +106,11 @@ def test_auto_variant_is_int8_on_cpu_and_labels_match_export_verification(tiny_b
     assert clf.variant == "int8"
     manifest = clf.manifest.data
     source = Path(manifest["verification"]["source"])
-    texts = select_texts(_texts_from(source, "text"), TextEncoder(tiny_bundle / "tokenizer.json",
-                                                                    manifest["max_length"]),
-                         manifest["verification"]["n_texts"])
+    texts = select_texts(
+        _texts_from(source, "text"),
+        TextEncoder(tiny_bundle / "tokenizer.json", manifest["max_length"]),
+        manifest["verification"]["n_texts"],
+    )
     assert texts_sha256(texts) == manifest["verification"]["texts_sha256"]
     for variant in ("fp32", "int8", "int4"):
         runtime = Classifier.load(tiny_bundle, variant=variant)
@@ -143,9 +152,11 @@ def test_silent_fallback_warns_or_raises(tiny_bundle, monkeypatch):
     real_create = session_mod.ort.InferenceSession
     monkeypatch.setattr(session_mod, "resolve_provider", lambda p: "cuda")
     monkeypatch.setattr("edge_sent.runtime.classifier.resolve_provider", lambda p: "cuda")
-    monkeypatch.setattr(session_mod.ort, "InferenceSession",
-                        lambda path, sess_options, providers: FakeSession(real_create(path, sess_options,
-                                                                                        ["CPUExecutionProvider"])))
+    monkeypatch.setattr(
+        session_mod.ort,
+        "InferenceSession",
+        lambda path, sess_options, providers: FakeSession(real_create(path, sess_options, ["CPUExecutionProvider"])),
+    )
     monkeypatch.setattr("edge_sent.runtime.classifier.GPU_PROVIDERS", ())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -167,7 +178,7 @@ def test_tampered_model_is_refused_naming_the_file(tiny_bundle, tmp_path):
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="model_quantized.onnx: altered"):
+    with pytest.raises(BundleError, match=r"model_quantized\.onnx: altered"):
         Classifier.load(bundle, variant="int8")
     proc = run_cli("verify", str(bundle))
     assert proc.returncode == 1 and "model_quantized.onnx: altered" in proc.stderr
@@ -177,10 +188,10 @@ def test_truncated_tokenizer_and_missing_file_are_refused(tiny_bundle, tmp_path)
     bundle = _copy(tiny_bundle, tmp_path)
     tok = bundle / "tokenizer.json"
     tok.write_bytes(tok.read_bytes()[:1000])
-    with pytest.raises(BundleError, match="tokenizer.json: altered"):
+    with pytest.raises(BundleError, match=r"tokenizer\.json: altered"):
         Classifier.load(bundle)
     (bundle / "model.onnx").unlink()
-    with pytest.raises(BundleError, match="model.onnx: missing"):
+    with pytest.raises(BundleError, match=r"model\.onnx: missing"):
         Classifier.load(bundle, variant="fp32")
 
 
@@ -196,7 +207,7 @@ def test_newer_format_missing_bundle_and_edited_manifest(tiny_bundle, tmp_path):
     manifest["format_version"] = 1
     manifest["files"]["model.onnx"]["sha256"] = "0" * 64
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="model.onnx: altered"):
+    with pytest.raises(BundleError, match=r"model\.onnx: altered"):
         Classifier.load(bundle, variant="fp32")
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edge_sent.train import features as features_mod
 from edge_sent.train.head import HeadConfig, fit_head, predict_head
 from edge_sent.train.run import TrainConfig, train
+
 from tests.conftest import DATA, assert_user_error, run_cli
 
 
@@ -66,8 +66,19 @@ def test_identical_seeds_give_identical_weights(tmp_path):
 
 def test_report_fields_and_mean_pooling(tmp_path):
     train_p, dev_p = _small(tmp_path)
-    report = train(TrainConfig(train=train_p, dev=dev_p, test=dev_p, out=tmp_path / "r", encoder="random:tiny",
-                               pooling="mean", max_length=16, no_cache=True, progress=False))
+    report = train(
+        TrainConfig(
+            train=train_p,
+            dev=dev_p,
+            test=dev_p,
+            out=tmp_path / "r",
+            encoder="random:tiny",
+            pooling="mean",
+            max_length=16,
+            no_cache=True,
+            progress=False,
+        )
+    )
     for key in ("n_train", "n_dev", "feature_cache", "dev", "test", "timings", "truncated_texts"):
         assert key in report
     assert report["n_train"] == 60 and report["n_dev"] == 20
@@ -96,14 +107,33 @@ def test_loading_by_hub_id_offline(tmp_path):
     hub = _hub_cache(tmp_path)
     train_p, dev_p = _small(tmp_path, 40)
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "EDGE_SENT_CACHE": str(tmp_path / "fc")}
-    proc = run_cli("train", "--train", str(train_p), "--dev", str(dev_p), "--encoder", "edge-sent-test/tiny-bert",
-                   "--out", str(tmp_path / "run"), "--json", env=env)
+    proc = run_cli(
+        "train",
+        "--train",
+        str(train_p),
+        "--dev",
+        str(dev_p),
+        "--encoder",
+        "edge-sent-test/tiny-bert",
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "run" / "head.json").read_text())
     assert meta["encoder"]["revision"] == "0123456789abcdef0123456789abcdef01234567"
     assert meta["hidden_size"] == 64
-    missing = run_cli("train", "--train", str(train_p), "--encoder", "edge-sent-test/not-there",
-                      "--out", str(tmp_path / "run2"), env=env)
+    missing = run_cli(
+        "train",
+        "--train",
+        str(train_p),
+        "--encoder",
+        "edge-sent-test/not-there",
+        "--out",
+        str(tmp_path / "run2"),
+        env=env,
+    )
     assert_user_error(missing, "cannot load encoder 'edge-sent-test/not-there'", "HF_HUB_OFFLINE")
 
 
@@ -126,8 +156,9 @@ def test_cli_unseen_dev_label_and_unknown_encoder(tmp_path):
     train_p, _ = _small(tmp_path, 20)
     dev = tmp_path / "dev.tsv"
     dev.write_text("label\ttext_a\n0\ta\n7\tb\n")
-    proc = run_cli("train", "--train", str(train_p), "--dev", str(dev), "--encoder", "random:tiny",
-                   "--out", str(tmp_path / "r"))
+    proc = run_cli(
+        "train", "--train", str(train_p), "--dev", str(dev), "--encoder", "random:tiny", "--out", str(tmp_path / "r")
+    )
     assert_user_error(proc, "label '7' does not occur in the training data")
     proc = run_cli("train", "--train", str(train_p), "--encoder", "random:huge", "--out", str(tmp_path / "r"))
     assert_user_error(proc, "unknown synthetic encoder 'random:huge'")

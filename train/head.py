@@ -1,8 +1,10 @@
 """Fit the linear head on cached features: cross-entropy, AdamW, mini-batches, early stopping on dev loss.
 
-Features are standardised while training (frozen random encoders give nearly collapsed [CLS] vectors)
-and the standardisation is folded back into the weights, so the result is a plain `Linear(hidden, n)`
-applied to the raw pooled vector.
+Features are centred and divided by ONE global scale while training (frozen random encoders give
+nearly collapsed [CLS] vectors) and that affine map is folded back into the weights, so the result is a
+plain `Linear(hidden, n)` applied to the raw pooled vector. A per-dimension standardisation was tried
+and rejected: it up-weights low-variance dimensions, where quantization noise then dominates (on the
+real MiniLM encoder dynamic int8 agreed with fp32 on only ~50% of labels with it).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def fit_head(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0) + 1e-6
+    std = np.full(x_train.shape[1], float((x_train - mean).std()) + 1e-6, dtype=np.float64)
     xt = torch.from_numpy(((x_train - mean) / std).astype(np.float32))
     yt = torch.from_numpy(y_train.astype(np.int64))
     has_dev = x_dev is not None and y_dev is not None and len(x_dev) > 0

@@ -1,0 +1,228 @@
+"""Side-by-side latency/throughput benchmark: the tutorial recipe, Optimum, and edge-sent's variants, in ONE run.
+
+    .venv/bin/python benchmarks/compare.py --run-dir out/bench-run --bundle out/bench-bundle --out benchmarks
+
+Method: every contender gets the same token ids in the latency grid; contenders run in rotated blocks
+with a pause between blocks (an idle onnxruntime pool keeps spinning and taxes whatever runs next);
+medians with p90/p99 after warm-up. Writes results.json, results.md and latency.png under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contenders import EdgeSent, OptimumInt8, TorchEager
+from edge_sent.runtime.bench import percentiles, synthetic_feeds
+from edge_sent.runtime.readers import read_records
+
+
+def bert_ops(cfg: dict, batch: int, length: int) -> float:
+    """Multiply-adds x2 of one encoder forward (linear layers + attention scores/context)."""
+    h, i, n = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    linear = 2 * (4 * h * h + 2 * h * i) * n * batch * length
+    attention = 2 * 2 * length * length * h * n * batch
+    return float(linear + attention)
+
+
+def gemm_ceiling(threads: int, m: int = 2048, k: int = 768, n: int = 3072) -> dict:
+    """onnxruntime's own large GEMM throughput: fp32 MatMul and int8 MatMulInteger (u8 x s8)."""
+    out = {}
+    rng = np.random.default_rng(0)
+    for kind in ("fp32", "int8"):
+        if kind == "fp32":
+            node = helper.make_node("MatMul", ["A", "B"], ["C"])
+            b = helper.make_tensor("B", TensorProto.FLOAT, [k, n], rng.standard_normal(k * n).astype(np.float32))
+            a_in = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
+            c_out = helper.make_tensor_value_info("C", TensorProto.FLOAT, [m, n])
+            feed = {"A": rng.standard_normal((m, k)).astype(np.float32)}
+        else:
+            node = helper.make_node("MatMulInteger", ["A", "B"], ["C"])
+            b = helper.make_tensor("B", TensorProto.INT8, [k, n], rng.integers(-128, 127, k * n).astype(np.int8))
+            a_in = helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])
+            c_out = helper.make_tensor_value_info("C", TensorProto.INT32, [m, n])
+            feed = {"A": rng.integers(0, 255, (m, k)).astype(np.uint8)}
+        model = helper.make_model(
+            helper.make_graph([node], "gemm", [a_in], [c_out], [b]), opset_imports=[helper.make_opsetid("", 17)]
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        for _ in range(3):
+            sess.run(None, feed)
+        times = []
+        for _ in range(20):
+            start = time.perf_counter()
+            sess.run(None, feed)
+            times.append(time.perf_counter() - start)
+        out[kind] = 2 * m * k * n / float(np.median(times))
+        del sess
+        time.sleep(0.5)
+    return out
+
+
+def time_block(contender, feeds, runs: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        contender.run(feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        contender.run(feeds)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def latency_grid(contenders: dict, lengths, runs: int, vocab: int, pause: float, batch: int = 1) -> dict:
+    result: dict = {name: {} for name in contenders}
+    names = list(contenders)
+    for length in lengths:
+        feeds = synthetic_feeds(batch, length, vocab)
+        for offset in range(len(names)):  # rotated blocks
+            for name in names[offset:] + names[:offset]:
+                block = time_block(contenders[name], feeds, max(1, runs // len(names)))
+                result[name].setdefault(length, []).extend(block)
+                time.sleep(pause)
+        print(f"  seq {length} done", file=sys.stderr, flush=True)
+    return {n: {str(k): percentiles(v) for k, v in d.items()} for n, d in result.items()}
+
+
+def cold_start(bundle: Path, hf_dir: Path | None) -> dict:
+    """Fresh process -> first label, with that process's peak RSS."""
+    edge = (
+        "import resource,sys,time;t=time.perf_counter();from edge_sent.runtime import Classifier;"
+        f"c=Classifier.load({str(bundle)!r},variant='int8',provider='cpu');l=c.predict(['很好'])[0].label;"
+        "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    runs = {"edge-sent int8 (runtime only)": edge}
+    if hf_dir is not None:
+        runs["PyTorch eager fp32 (transformers)"] = (
+            "import resource,sys,time;t=time.perf_counter();import torch;from transformers import AutoModel,"
+            f"AutoTokenizer;m=AutoModel.from_pretrained({str(hf_dir)!r}).eval();"
+            f"tok=AutoTokenizer.from_pretrained({str(hf_dir)!r});"
+            "x=tok(['很好'],return_tensors='pt');\nwith torch.no_grad(): h=m(**x).last_hidden_state[:,0]\n"
+            "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+    out = {}
+    for name, code in runs.items():
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - start
+        inner, rss_kb = proc.stdout.split()[-2:]
+        out[name] = {"wall_s": wall, "in_process_s": float(inner), "peak_rss_mb": int(rss_kb) / 1024}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", type=Path, required=True)
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=Path("data/chnsenticorp/test.tsv"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks"))
+    ap.add_argument("--lengths", default="16,64,128,256,512")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument(
+        "--pad-fixed-subset", type=int, default=320, help="texts for (a), which pads every text to max length (slow)"
+    )
+    ap.add_argument("--pause", type=float, default=0.3)
+    args = ap.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    thread_list = [int(x) for x in args.threads.split(",")]
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    cfg = json.loads((args.bundle / "config.json").read_text())
+    texts = [r.text for r in read_records(args.data) if r.text.strip()]
+    variants = [v for v in ("fp32", "int8", "int8-static", "int4") if v in manifest["variants"]]
+    results: dict = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": _cores(),
+            "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "encoder": manifest["encoder"],
+        "random_weights": manifest["encoder"].get("random_weights"),
+        "max_length": manifest["max_length"],
+        "ceiling": {},
+        "latency": {},
+        "throughput": {},
+        "sizes": {},
+    }
+    for threads in thread_list:
+        print(f"threads {threads}: building contenders", file=sys.stderr, flush=True)
+        contenders = {"PyTorch eager": TorchEager(args.run_dir, threads, None, "PyTorch eager")}
+        optimum = OptimumInt8(args.run_dir, threads)
+        results["optimum_recipe"] = optimum.recipe
+        contenders["(c) Optimum int8"] = optimum
+        for v in variants:
+            contenders[f"edge-sent {v}"] = EdgeSent(args.bundle, v, threads)
+        results["ceiling"][str(threads)] = gemm_ceiling(threads)
+        results["latency"][str(threads)] = latency_grid(contenders, lengths, args.runs, cfg["vocab_size"], args.pause)
+        # effective ops/s at batch 32 x 128 against the ceiling
+        feeds = synthetic_feeds(32, 128, cfg["vocab_size"])
+        eff = {}
+        for name, c in contenders.items():
+            t = float(np.median(time_block(c, feeds, 3, warmup=1)))
+            eff[name] = {"b32x128_s": t, "ops_per_s": bert_ops(cfg, 32, 128) / t}
+            time.sleep(args.pause)
+        results.setdefault("batch32x128", {})[str(threads)] = eff
+        if threads == max(thread_list):
+            tp = {}
+            tutorial = TorchEager(args.run_dir, threads, manifest["max_length"], "(a)")
+            sub = texts[: args.pad_fixed_subset]
+            start = time.perf_counter()
+            tutorial.classify(sub)
+            tp["(a) PyTorch eager, padded to max length"] = {
+                "texts": len(sub),
+                "texts_per_s": len(sub) / (time.perf_counter() - start),
+            }
+            for name, c in contenders.items():
+                label = "(b) PyTorch eager, padded to longest in batch" if name == "PyTorch eager" else name
+                time.sleep(args.pause)
+                start = time.perf_counter()
+                c.classify(texts)
+                tp[label] = {"texts": len(texts), "texts_per_s": len(texts) / (time.perf_counter() - start)}
+            results["throughput"] = tp
+            results["sizes"] = {
+                f"edge-sent {v}": manifest["files"][manifest["variants"][v]["file"]]["bytes"] for v in variants
+            } | {"(c) Optimum int8": optimum.file_bytes}
+            results["cold_start"] = cold_start(args.bundle, optimum.hf_dir)
+        del contenders, optimum
+    results["peak_rss_mb_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    from report import plot, tables
+
+    (args.out / "results.md").write_text(tables(results))
+    plot(results, args.out / "latency.png")
+    print(tables(results))
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _cores() -> int:
+    from edge_sent.runtime.session import physical_cores
+
+    return physical_cores()
+
+
+if __name__ == "__main__":
+    main()

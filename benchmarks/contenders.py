@@ -1,0 +1,127 @@
+"""The contenders of the side-by-side benchmark. Each exposes `run(feeds)` on ready int64 inputs (latency
+grid: identical tokens for all) and `classify(texts)` with its own padding habit (real corpus)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from edge_sent.runtime import Classifier
+from edge_sent.runtime.tokenize import TextEncoder
+from edge_sent.train.encoders import load_encoder
+from edge_sent.train.model import SentimentModel
+from safetensors.torch import load_file
+
+
+def _pad_in_order(tok: TextEncoder, texts: list[str], batch: int, fixed: int | None):
+    """Batches in input order, padded to the longest text of the batch or to a fixed length."""
+    encoded = tok.encode(texts)
+    for start in range(0, len(texts), batch):
+        index = np.arange(start, min(start + batch, len(texts)))
+        b = tok.pad(encoded, index)
+        if fixed is not None and b.input_ids.shape[1] < fixed:
+            extra = fixed - b.input_ids.shape[1]
+            b = type(b)(
+                *(np.pad(a, ((0, 0), (0, extra))) for a in (b.input_ids, b.attention_mask, b.token_type_ids)),
+                b.index,
+                b.truncated,
+            )
+        yield b
+
+
+class TorchEager:
+    """(a)/(b) the tutorial recipe: PyTorch eager fp32, frozen encoder + head under no_grad."""
+
+    def __init__(self, run_dir: Path, threads: int, fixed_length: int | None, name: str):
+        meta = json.loads((run_dir / "head.json").read_text())
+        encoder = load_encoder(meta["encoder"]["spec"])
+        weights = load_file(str(run_dir / "head.safetensors"))
+        head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+        head.load_state_dict(weights)
+        self.model = SentimentModel(encoder.model, meta["pooling"], head).eval()
+        self.tok = TextEncoder(encoder.tokenizer_file, int(meta["max_length"]))
+        self.threads, self.fixed, self.name = threads, fixed_length, name
+
+    def run(self, feeds):
+        torch.set_num_threads(self.threads)
+        with torch.no_grad():
+            return self.model(**{k: torch.from_numpy(v) for k, v in feeds.items()})[1].numpy()
+
+    def classify(self, texts, batch=32):
+        return np.concatenate([self.run(b.feeds()) for b in _pad_in_order(self.tok, texts, batch, self.fixed)])
+
+
+class OptimumInt8:
+    """(c) Optimum as documented: feature-extraction export, O2 optimization, avx512_vnni dynamic int8;
+    the head applied on the [CLS] row of its output; batches in input order, padded to the longest."""
+
+    def __init__(self, run_dir: Path, threads: int, workdir: Path | None = None):
+        from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+
+        meta = json.loads((run_dir / "head.json").read_text())
+        encoder = load_encoder(meta["encoder"]["spec"])
+        work = Path(workdir or tempfile.mkdtemp(prefix="optimum-"))
+        hf_dir = self.hf_dir = work / "hf"
+        encoder.model.save_pretrained(hf_dir)
+        (hf_dir / "tokenizer.json").write_bytes(encoder.tokenizer_file.read_bytes())
+        exported = ORTModelForFeatureExtraction.from_pretrained(hf_dir, export=True)
+        exported.save_pretrained(work / "onnx")
+        self.recipe = "export + O2 + avx512_vnni dynamic int8"
+        source = work / "onnx"
+        try:
+            optimizer = ORTOptimizer.from_pretrained(exported)
+            optimizer.optimize(save_dir=work / "o2", optimization_config=AutoOptimizationConfig.O2())
+            quantizer = ORTQuantizer.from_pretrained(work / "o2", file_name="model_optimized.onnx")
+            quantizer.quantize(
+                save_dir=work / "q",
+                quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False),
+            )
+        except Exception as exc:  # the documented O2-then-quantize recipe can fail in shape inference
+            self.recipe = f"export + avx512_vnni dynamic int8 (O2 then quantize failed: {type(exc).__name__})"
+            quantizer = ORTQuantizer.from_pretrained(source)
+            quantizer.quantize(
+                save_dir=work / "q",
+                quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False),
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        qfile = next((work / "q").glob("*quantized.onnx")).name
+        self.model = ORTModelForFeatureExtraction.from_pretrained(work / "q", file_name=qfile, session_options=options)
+        self.session = self.model.model if hasattr(self.model, "model") else self.model.session
+        self.file_bytes = (work / "q" / qfile).stat().st_size
+        self.head_w = load_file(str(run_dir / "head.safetensors"))
+        self.w = self.head_w["weight"].numpy().T
+        self.b = self.head_w["bias"].numpy()
+        self.tok = TextEncoder(encoder.tokenizer_file, int(meta["max_length"]))
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.name = "(c) Optimum int8"
+
+    def run(self, feeds):
+        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
+        logits = hidden[:, 0] @ self.w + self.b
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def classify(self, texts, batch=32):
+        return np.concatenate([self.run(b.feeds()) for b in _pad_in_order(self.tok, texts, batch, None)])
+
+
+class EdgeSent:
+    """(d) edge-sent: a bundle variant through the runtime (length-sorted batches)."""
+
+    def __init__(self, bundle: Path, variant: str, threads: int):
+        self.clf = Classifier.load(bundle, variant=variant, provider="cpu", threads=threads)
+        self.name = f"edge-sent {variant}"
+        self.file_bytes = self.clf.manifest.files[self.clf.manifest.variant_file(variant)]["bytes"]
+
+    def run(self, feeds):
+        return self.clf.run_feeds(feeds)
+
+    def classify(self, texts, batch=32):
+        preds = self.clf.predict(texts, batch_size=batch)
+        return np.asarray([[p.probabilities[lab] for lab in self.clf.labels] for p in preds])

