@@ -57,6 +57,8 @@ def staging_dir(target: Path, force: bool) -> Iterator[Path]:
         if target.exists():
             old = target.parent / f"{TMP_PREFIX}{target.name}-{os.getpid()}-old"
             os.replace(target, old)
+            if os.environ.get("EDGE_SENT_TEST_KILL_AT") == "between-renames":  # crash-safety test hook
+                os.kill(os.getpid(), 9)
         os.replace(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

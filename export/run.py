@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,12 @@ class ExportConfig:
     force: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     quiet: bool = False
+
+
+def _checkpoint(stage: str) -> None:
+    """Crash-safety tests kill the export at named stages (EDGE_SENT_TEST_KILL_AT=<stage>)."""
+    if os.environ.get("EDGE_SENT_TEST_KILL_AT") == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _say(config: ExportConfig, message: str) -> None:
@@ -126,7 +134,9 @@ def export_bundle(config: ExportConfig) -> dict:
     with staging_dir(config.out, config.force) as tmp:
         raw = tmp / PORTABLE_FILE
         _say(config, "tracing encoder + pooling + head into one ONNX graph")
+        _checkpoint("start")
         graph.export_raw(model, raw)
+        _checkpoint("traced")
         _say(config, "fusing with onnxruntime's transformer optimizer")
         counts = graph.fuse(raw, tmp / VARIANT_FILES["fp32"], geometry)
 
@@ -165,6 +175,7 @@ def export_bundle(config: ExportConfig) -> dict:
         for name in config.quantize:
             _say(config, f"building variant {name}")
             target = tmp / VARIANT_FILES[name]
+            _checkpoint(f"variant:{name}")
             t0 = time.perf_counter()
             if name == "int8":
                 quantize.quantize_int8(tmp / VARIANT_FILES["fp32"], target)
@@ -233,6 +244,8 @@ def export_bundle(config: ExportConfig) -> dict:
             "variants": variants,
             "export_s": round(time.perf_counter() - started, 1),
         }
+        _checkpoint("manifest")
         finalize_manifest(tmp, manifest)
+        _checkpoint("before-rename")
     _say(config, f"bundle written to {config.out}")
     return json.loads((config.out / "manifest.json").read_text(encoding="utf-8"))

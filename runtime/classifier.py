@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from edge_sent.runtime.external_data import check_external_data
 from edge_sent.runtime.session import SessionConfig, create_session, resolve_provider
 from edge_sent.runtime.tokenize import Batch, TextEncoder
 
@@ -86,6 +87,8 @@ class Classifier:
         chosen = choose_variant(manifest, variant, short)
         # integrity: every file the session reads is checked against the manifest first
         model_path = check_file(manifest, manifest.variant_file(chosen))
+        for name in check_external_data(model_path, set(manifest.files)):
+            check_file(manifest, name)
         tokenizer_path = check_file(manifest, TOKENIZER)
         encoder = TextEncoder(tokenizer_path, manifest.max_length)
         config = SessionConfig(provider=short, threads=threads, strict=strict, precision=precision)
