@@ -91,7 +91,7 @@ def latency_grid(contenders: dict, lengths, runs: int, vocab: int, pause: float,
         feeds = synthetic_feeds(batch, length, vocab)
         for offset in range(len(names)):  # rotated blocks
             for name in names[offset:] + names[:offset]:
-                block = time_block(contenders[name], feeds, max(1, runs // len(names)))
+                block = time_block(contenders[name], feeds, -(-runs // len(names)))
                 result[name].setdefault(length, []).extend(block)
                 time.sleep(pause)
         print(f"  seq {length} done", file=sys.stderr, flush=True)

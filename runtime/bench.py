@@ -77,7 +77,7 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
         for offset in range(len(names)):  # rotated blocks: each variant is first once
             order = names[offset:] + names[:offset]
             for name in order:
-                times = _time(classifiers[name], feeds, max(1, config.runs // len(names)), config.warmup)
+                times = _time(classifiers[name], feeds, -(-config.runs // len(names)), config.warmup)
                 latency[name].setdefault(str(length), []).extend(times)
                 time.sleep(config.pause_s)
     result = {
