@@ -122,6 +122,8 @@ def check_file(manifest: Manifest, name: str) -> Path:
 
 def verify_bundle(bundle_dir: Path | str) -> list[str]:
     """Check every file of the manifest; return the problems found (empty when the bundle is intact)."""
+    from edge_sent.runtime.external_data import check_external_data
+
     manifest = read_manifest(bundle_dir)
     problems = []
     for name in sorted(manifest.files):
@@ -129,4 +131,11 @@ def verify_bundle(bundle_dir: Path | str) -> list[str]:
             check_file(manifest, name)
         except BundleError as exc:
             problems.append(str(exc))
+    for variant in sorted(manifest.variants):
+        path = manifest.root / manifest.variant_file(variant)
+        if path.is_file():
+            try:
+                check_external_data(path, set(manifest.files))
+            except BundleError as exc:
+                problems.append(str(exc))
     return problems

@@ -230,6 +230,8 @@ def test_external_data_must_stay_inside_and_be_listed(tiny_bundle, tmp_path):
     _external(unlisted, "weights.bin", list_it=False)
     with pytest.raises(BundleError, match="that the manifest does not list"):
         Classifier.load(unlisted, variant="fp32")
+    proc = run_cli("verify", str(unlisted))
+    assert proc.returncode == 1 and "weights.bin' that the manifest does not list" in proc.stderr
     traversal = tmp_path / "traversal"
     shutil.copytree(tiny_bundle, traversal)
     _external(traversal, "../secret.bin", list_it=False)
