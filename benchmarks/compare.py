@@ -98,12 +98,16 @@ def latency_grid(contenders: dict, lengths, runs: int, vocab: int, pause: float,
     return {n: {str(k): percentiles(v) for k, v in d.items()} for n, d in result.items()}
 
 
+# peak RSS of the child itself: VmHWM (ru_maxrss would report the parent's peak, kept across fork+exec)
+HWM = "[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]"
+
+
 def cold_start(bundle: Path, hf_dir: Path | None) -> dict:
     """Fresh process -> first label, with that process's peak RSS."""
     edge = (
         "import resource,sys,time;t=time.perf_counter();from edge_sent.runtime import Classifier;"
         f"c=Classifier.load({str(bundle)!r},variant='int8',provider='cpu');l=c.predict(['很好'])[0].label;"
-        "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        f"print(time.perf_counter()-t, {HWM})"
     )
     runs = {"edge-sent int8 (runtime only)": edge}
     if hf_dir is not None:
@@ -112,7 +116,7 @@ def cold_start(bundle: Path, hf_dir: Path | None) -> dict:
             f"AutoTokenizer;m=AutoModel.from_pretrained({str(hf_dir)!r}).eval();"
             f"tok=AutoTokenizer.from_pretrained({str(hf_dir)!r});"
             "x=tok(['很好'],return_tensors='pt');\nwith torch.no_grad(): h=m(**x).last_hidden_state[:,0]\n"
-            "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+            f"print(time.perf_counter()-t, {HWM})"
         )
     out = {}
     for name, code in runs.items():
