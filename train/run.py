@@ -8,7 +8,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from edge_sent.runtime.labeled import DataConfig, LabeledData, label_ids, label_set, load_labeled
 from edge_sent.runtime.metrics import classification_report
 from edge_sent.train.encoders import POOLINGS, load_encoder
@@ -78,7 +77,6 @@ def train(config: TrainConfig) -> dict:
     max_length = min(config.max_length, encoder.max_positions)
     all_texts = train_data.texts + [t for d in side.values() for t in d.texts]
     cache_dir = None if config.no_cache else (config.cache_dir or default_cache_dir())
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     features = extract_features(
         encoder,
         all_texts,
