@@ -25,7 +25,7 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import EdgeSent, OptimumInt8, TorchEager
-from edge_sent.runtime.bench import percentiles, synthetic_feeds
+from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds, time_calls
 from edge_sent.runtime.readers import read_records
 
 
@@ -73,29 +73,15 @@ def gemm_ceiling(threads: int, m: int = 2048, k: int = 768, n: int = 3072) -> di
     return out
 
 
-def time_block(contender, feeds, runs: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        contender.run(feeds)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        contender.run(feeds)
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def latency_grid(contenders: dict, lengths, runs: int, vocab: int, pause: float, batch: int = 1) -> dict:
+    runners = {name: c.run for name, c in contenders.items()}
     result: dict = {name: {} for name in contenders}
-    names = list(contenders)
     for length in lengths:
         feeds = synthetic_feeds(batch, length, vocab)
-        for offset in range(len(names)):  # rotated blocks
-            for name in names[offset:] + names[:offset]:
-                block = time_block(contenders[name], feeds, -(-runs // len(names)))
-                result[name].setdefault(length, []).extend(block)
-                time.sleep(pause)
+        for name, times in rotated_blocks(runners, feeds, runs, warmup=3, pause_s=pause).items():
+            result[name][str(length)] = percentiles(times)
         print(f"  seq {length} done", file=sys.stderr, flush=True)
-    return {n: {str(k): percentiles(v) for k, v in d.items()} for n, d in result.items()}
+    return result
 
 
 # peak RSS of the child itself: VmHWM (ru_maxrss would report the parent's peak, kept across fork+exec)
@@ -179,7 +165,7 @@ def main() -> None:
         feeds = synthetic_feeds(32, 128, cfg["vocab_size"])
         eff = {}
         for name, c in contenders.items():
-            t = float(np.median(time_block(c, feeds, 3, warmup=1)))
+            t = float(np.median(time_calls(c.run, feeds, 3, warmup=1)))
             eff[name] = {"b32x128_s": t, "ops_per_s": bert_ops(cfg, 32, 128) / t}
             time.sleep(args.pause)
         results.setdefault("batch32x128", {})[str(threads)] = eff

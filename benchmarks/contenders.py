@@ -19,10 +19,7 @@ from safetensors.torch import load_file
 
 def _pad_in_order(tok: TextEncoder, texts: list[str], batch: int, fixed: int | None):
     """Batches in input order, padded to the longest text of the batch or to a fixed length."""
-    encoded = tok.encode(texts)
-    for start in range(0, len(texts), batch):
-        index = np.arange(start, min(start + batch, len(texts)))
-        b = tok.pad(encoded, index)
+    for b in tok.batches(tok.encode(texts), batch, order=np.arange(len(texts))):
         if fixed is not None and b.input_ids.shape[1] < fixed:
             extra = fixed - b.input_ids.shape[1]
             b = type(b)(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ import onnx
 import torch
 from edge_sent.export import graph, quantize, verify
 from edge_sent.export.bundle import finalize_manifest, hf_config, staging_dir, write_json
-from edge_sent.runtime.labeled import DataConfig, load_labeled
+from edge_sent.runtime.labeled import DataConfig, label_ids, load_labeled
 from edge_sent.runtime.readers import read_records
 from edge_sent.runtime.tokenize import TextEncoder
 from edge_sent.train.encoders import load_encoder
@@ -96,14 +95,9 @@ def _eval_set(config: ExportConfig, meta: dict) -> tuple[list[str], np.ndarray] 
     if config.eval is None:
         return None
     data = load_labeled(config.eval, config.data)
-    names = {name: i for i, name in enumerate(meta["labels"])} | {
-        raw: i for i, raw in enumerate(meta.get("data_labels", []))
-    }
-    unknown = sorted(set(data.labels) - set(names))
-    if unknown:
-        raise EdgeSentError(f"{config.eval}: label {unknown[0]!r} is not one of the bundle's labels")
+    ids = label_ids(data, meta["labels"], [meta.get("data_labels", [])], known_from="the run's labels")
     n = config.eval_limit or len(data)
-    return data.texts[:n], np.asarray([names[lab] for lab in data.labels[:n]])
+    return data.texts[:n], ids[:n]
 
 
 def export_bundle(config: ExportConfig) -> dict:
@@ -248,4 +242,4 @@ def export_bundle(config: ExportConfig) -> dict:
         finalize_manifest(tmp, manifest)
         _checkpoint("before-rename")
     _say(config, f"bundle written to {config.out}")
-    return json.loads((config.out / "manifest.json").read_text(encoding="utf-8"))
+    return manifest

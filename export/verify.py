@@ -55,15 +55,11 @@ def onnx_outputs(
     """Logits and probabilities; `shuffle` pads mixed lengths together (tests the attention mask)."""
     encoded = encoder.encode(texts)
     n = len(texts)
-    logits = np.zeros((n, 0), dtype=np.float32)
-    probs = logits
-    order = (
-        np.random.default_rng(0).permutation(n) if shuffle else np.argsort([len(e.ids) for e in encoded], kind="stable")
-    )
-    for start in range(0, n, batch_size):
-        batch = encoder.pad(encoded, order[start : start + batch_size])
+    order = np.random.default_rng(0).permutation(n) if shuffle else None
+    logits = probs = None
+    for batch in encoder.batches(encoded, batch_size, order):
         out_logits, out_probs = sess.run(["logits", "probabilities"], batch.feeds())
-        if logits.shape[1] == 0:
+        if logits is None:
             logits = np.zeros((n, out_logits.shape[1]), dtype=np.float32)
             probs = np.zeros_like(logits)
         logits[batch.index] = out_logits

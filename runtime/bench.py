@@ -6,8 +6,10 @@ spinning after a run and would tax whatever runs next), medians with p90/p99 aft
 
 from __future__ import annotations
 
+import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,14 +52,33 @@ def percentiles(times_s: list[float]) -> dict[str, float]:
     }
 
 
-def _time(clf: Classifier, feeds: dict[str, np.ndarray], runs: int, warmup: int) -> list[float]:
+Runner = Callable[[dict[str, np.ndarray]], object]
+
+
+def time_calls(run: Runner, feeds: dict[str, np.ndarray], runs: int, warmup: int) -> list[float]:
+    """Seconds of each of `runs` calls after `warmup` untimed ones."""
     for _ in range(warmup):
-        clf.run_feeds(feeds)
+        run(feeds)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        clf.run_feeds(feeds)
+        run(feeds)
         times.append(time.perf_counter() - start)
+    return times
+
+
+def rotated_blocks(
+    runners: dict[str, Runner], feeds: dict[str, np.ndarray], runs: int, warmup: int, pause_s: float
+) -> dict[str, list[float]]:
+    """At least `runs` timings per runner, in blocks rotated so that each runner goes first once,
+    with a pause between blocks."""
+    names = list(runners)
+    per_block = -(-runs // len(names))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for offset in range(len(names)):
+        for name in names[offset:] + names[:offset]:
+            times[name] += time_calls(runners[name], feeds, per_block, warmup)
+            time.sleep(pause_s)
     return times
 
 
@@ -69,17 +90,14 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
     classifiers = {
         v: Classifier.load(bundle, variant=v, provider=config.provider, threads=config.threads) for v in names
     }
-    vocab = int(__import__("json").loads((manifest.root / "config.json").read_text()).get("vocab_size", 21128))
-    latency: dict[str, dict[str, dict]] = {v: {} for v in names}
+    vocab = int(json.loads((manifest.root / "config.json").read_text()).get("vocab_size", 21128))
+    runners = {name: clf.run_feeds for name, clf in classifiers.items()}
+    latency: dict[str, dict[str, list[float]]] = {v: {} for v in names}
     for length in config.seq_lengths:
         length = min(length, manifest.max_length)
         feeds = synthetic_feeds(config.batch_size, length, vocab)
-        for offset in range(len(names)):  # rotated blocks: each variant is first once
-            order = names[offset:] + names[:offset]
-            for name in order:
-                times = _time(classifiers[name], feeds, -(-config.runs // len(names)), config.warmup)
-                latency[name].setdefault(str(length), []).extend(times)
-                time.sleep(config.pause_s)
+        for name, times in rotated_blocks(runners, feeds, config.runs, config.warmup, config.pause_s).items():
+            latency[name].setdefault(str(length), []).extend(times)
     result = {
         "edge_sent_version": __version__,
         "bundle": str(bundle),

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from edge_sent.runtime.external_data import check_external_data
 from edge_sent.runtime.session import SessionConfig, create_session, resolve_provider
-from edge_sent.runtime.tokenize import Batch, TextEncoder
+from edge_sent.runtime.tokenize import TextEncoder
 
 from edge_sent.contract import TOKENIZER, Manifest, check_file, read_manifest
 from edge_sent.errors import BundleError, EdgeSentError
@@ -48,9 +48,7 @@ def choose_variant(manifest: Manifest, variant: str, provider: str) -> str:
     if variant == "auto":
         preferred = {"cpu": "int8", "cuda": "fp16", "tensorrt": "fp16"}.get(provider, "fp32")
         return preferred if preferred in available else "fp32"
-    if variant not in available:
-        have = ", ".join(sorted(available)) or "none"
-        raise EdgeSentError(f"variant {variant!r} is not in bundle {manifest.root} (it has: {have})")
+    manifest.variant_file(variant)  # raises, naming the variants the bundle has
     if variant == "fp16" and provider not in GPU_PROVIDERS:
         raise EdgeSentError(
             "the fp16 variant runs on CUDA only (fp16 on CPU is slower than fp32); "
@@ -115,16 +113,13 @@ class Classifier:
             return binding.copy_outputs_to_cpu()[0]
         return self._session.run([self._output], feeds)[0]
 
-    def _run(self, batch: Batch) -> np.ndarray:
-        return self.run_feeds(batch.feeds())
-
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
         """Classify `texts`; one Prediction per text, in input order."""
         encoded = self._encoder.encode(texts)
         probs = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
         truncated = np.zeros(len(encoded), dtype=bool)
         for batch in self._encoder.batches(encoded, batch_size):
-            probs[batch.index] = self._run(batch)
+            probs[batch.index] = self.run_feeds(batch.feeds())
             truncated[batch.index] = batch.truncated
         return [self._prediction(row, bool(cut)) for row, cut in zip(probs, truncated, strict=True)]
 

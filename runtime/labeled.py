@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +57,19 @@ def label_set(train: LabeledData) -> list[str]:
     return sorted(names)
 
 
-def label_ids(data: LabeledData, labels: list[str]) -> np.ndarray:
+def label_ids(
+    data: LabeledData,
+    labels: list[str],
+    aliases: Sequence[Sequence[str]] = (),
+    known_from: str = "the training data",
+) -> np.ndarray:
+    """Map the data's labels to ids by name, or by an alias list that names the same positions."""
     index = {name: i for i, name in enumerate(labels)}
+    for alias in aliases:
+        index |= {name: i for i, name in enumerate(alias)}
     unseen = sorted(set(data.labels) - set(index))
     if unseen:
         raise EdgeSentError(
-            f"{data.path}: label {unseen[0]!r} does not occur in the training data (training labels: "
-            f"{', '.join(labels)})"
+            f"{data.path}: label {unseen[0]!r} does not occur in {known_from} (labels: {', '.join(labels)})"
         )
     return np.asarray([index[name] for name in data.labels], dtype=np.int64)

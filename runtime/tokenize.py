@@ -95,10 +95,12 @@ class TextEncoder:
         truncated = np.asarray([encoded[i].truncated for i in index], dtype=bool)
         return Batch(ids, mask, types, np.asarray(index, dtype=np.int64), truncated)
 
-    def batches(self, encoded: Sequence[Encoded], batch_size: int) -> Iterator[Batch]:
-        """Length-sorted batches padded to their longest text; `Batch.index` restores input order."""
+    def batches(self, encoded: Sequence[Encoded], batch_size: int, order: np.ndarray | None = None) -> Iterator[Batch]:
+        """Batches padded to their longest text, length-sorted unless `order` is given; `Batch.index`
+        restores input order."""
         if batch_size < 1:
             raise EdgeSentError(f"batch size must be at least 1, got {batch_size}")
-        order = np.argsort([len(e.ids) for e in encoded], kind="stable")
+        if order is None:
+            order = np.argsort([len(e.ids) for e in encoded], kind="stable")
         for start in range(0, len(order), batch_size):
             yield self.pad(encoded, order[start : start + batch_size])

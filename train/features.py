@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edge_sent.runtime.tokenize import Batch, TextEncoder
+from edge_sent.runtime.tokenize import Batch, Encoded, TextEncoder
 from edge_sent.train.encoders import LoadedEncoder
 from edge_sent.train.model import PooledEncoder
 
@@ -107,18 +107,17 @@ def run_encoder(model: PooledEncoder, batch: Batch) -> np.ndarray:
 def encode_texts(
     model: PooledEncoder,
     tokenizer: TextEncoder,
-    texts: list[str],
+    encoded: list[Encoded],
     batch_size: int = 32,
     progress: bool = True,
 ) -> np.ndarray:
-    encoded = tokenizer.encode(texts)
     vectors: np.ndarray | None = None
     with progress_bar(progress) as bar, torch.inference_mode():
-        task = bar.add_task("encoding texts", total=len(texts))
+        task = bar.add_task("encoding texts", total=len(encoded))
         for batch in tokenizer.batches(encoded, batch_size):
             out = run_encoder(model, batch)
             if vectors is None:
-                vectors = np.zeros((len(texts), out.shape[1]), dtype=np.float32)
+                vectors = np.zeros((len(encoded), out.shape[1]), dtype=np.float32)
             vectors[batch.index] = out
             bar.advance(task, len(batch.index))
     assert vectors is not None
@@ -137,14 +136,15 @@ def extract_features(
 ) -> Features:
     distinct = list(dict.fromkeys(texts))
     tokenizer = TextEncoder(encoder.tokenizer_file, max_length)
-    truncated = sum(e.truncated for e in tokenizer.encode(distinct))
+    encoded = tokenizer.encode(distinct)
+    truncated = sum(e.truncated for e in encoded)
     key = cache_key(encoder, max_length, pooling, distinct)
     start = time.perf_counter()
     cached = load_cached(cache_dir, key, len(distinct)) if cache_dir else None
     if cached is not None:
         return Features(distinct, cached, "hit", time.perf_counter() - start, truncated, key)
     model = PooledEncoder(encoder.model, pooling).eval()
-    vectors = encode_texts(model, tokenizer, distinct, batch_size, progress)
+    vectors = encode_texts(model, tokenizer, encoded, batch_size, progress)
     if cache_dir:
         store_cached(cache_dir, key, vectors)
     return Features(distinct, vectors, "miss", time.perf_counter() - start, truncated, key)

@@ -135,20 +135,14 @@ def eval_cmd(
     import numpy as np
 
     from edge_sent.runtime import Classifier
-    from edge_sent.runtime.labeled import DataConfig, load_labeled
+    from edge_sent.runtime.labeled import DataConfig, label_ids, load_labeled
     from edge_sent.runtime.metrics import classification_report
 
     dataset = load_labeled(data, DataConfig(text_field=text_column, label_field=label_column))
     clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads)
-    names = (
-        {n: i for i, n in enumerate(clf.labels)}
-        | {str(i): i for i in range(len(clf.labels))}
-        | {n: i for i, n in enumerate(clf.manifest.data.get("data_labels") or [])}
-    )
-    unknown = sorted(set(dataset.labels) - set(names))
-    if unknown:
-        raise EdgeSentError(f"{data}: label {unknown[0]!r} is not one of the bundle's labels ({', '.join(clf.labels)})")
-    y_true = np.asarray([names[label] for label in dataset.labels])
+    # labels by name, or by their position as an id ("0", "1", ... as in ChnSentiCorp)
+    ids = [str(i) for i in range(len(clf.labels))]
+    y_true = label_ids(dataset, clf.labels, [ids], known_from="the bundle's labels")
     start = time.perf_counter()
     preds = clf.predict(dataset.texts, batch_size=batch_size)
     seconds = time.perf_counter() - start
