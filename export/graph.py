@@ -13,14 +13,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from edge_sent.train.model import SentimentModel
+from onnx import numpy_helper
 
 from edge_sent.contract import INPUT_NAMES, OUTPUT_NAMES
 from edge_sent.errors import EdgeSentError
 
 OPSET = 17
+POOLED = "pooled"  # the [CLS]/mean vector that feeds the head: a stable name for refit and feature outputs
+MASK_FILL = -1.0e4  # additive attention-mask value: finite in bf16/fp16 (float32's minimum overflows to -inf)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,34 @@ def export_raw(model: SentimentModel, path: Path) -> None:
             do_constant_folding=True,
             dynamo=False,
         )
+    model_proto = onnx.load(str(path))
+    _name_pooled(model_proto)
+    _finite_mask_fill(model_proto)
+    onnx.save(model_proto, str(path))
+
+
+def _name_pooled(model: onnx.ModelProto) -> None:
+    """Rename the head's input to `pooled`, so every variant derived from this graph exposes it by name."""
+    head = next((n for n in model.graph.node if n.op_type == "Gemm" and n.name.startswith("/head/")), None)
+    if head is None:
+        raise EdgeSentError("export: the traced graph has no /head/ Gemm node (unexpected head structure)")
+    old = head.input[0]
+    for node in model.graph.node:
+        node.input[:] = [POOLED if name == old else name for name in node.input]
+        node.output[:] = [POOLED if name == old else name for name in node.output]
+
+
+def _finite_mask_fill(model: onnx.ModelProto) -> None:
+    """HF's extended attention mask multiplies by float32's minimum, which becomes -inf in bf16, and
+    0 × -inf = NaN: OpenVINO's bf16 inference then returns garbage. A finite fill gives the same softmax."""
+    for node in model.graph.node:
+        if node.op_type != "Constant":
+            continue
+        for attr in node.attribute:
+            if attr.name == "value" and attr.t.data_type == onnx.TensorProto.FLOAT:
+                value = numpy_helper.to_array(attr.t)
+                if value.size == 1 and float(value.reshape(-1)[0]) <= np.finfo(np.float32).min / 2:
+                    attr.t.CopyFrom(numpy_helper.from_array(np.full(value.shape, MASK_FILL, np.float32), attr.t.name))
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:

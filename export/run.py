@@ -6,18 +6,20 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-from edge_sent.export import graph, quantize, verify
+from edge_sent.export import graph, quantize, refit, runners, verify
 from edge_sent.export.bundle import finalize_manifest, hf_config, staging_dir, write_json
 from edge_sent.runtime.labeled import DataConfig, label_ids, load_labeled
+from edge_sent.runtime.measure import MeasureRequest
 from edge_sent.runtime.readers import read_records
 from edge_sent.runtime.tokenize import TextEncoder
 from edge_sent.train.encoders import load_encoder
+from edge_sent.train.head import HeadConfig
 from edge_sent.train.model import SentimentModel
 from edge_sent.train.run import HEAD_WEIGHTS, load_head_meta
 from safetensors.torch import load_file
@@ -52,6 +54,9 @@ class ExportConfig:
     force: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     quiet: bool = False
+    refit_head: tuple[str, ...] = ()  # variants whose head is refitted on their own features ("all": every one)
+    refit_data: Path | None = None  # labelled training data for the refit (default: the run's own)
+    openvino_python: Path | None = None  # an interpreter with onnxruntime-openvino: measure/refit there
 
 
 def _checkpoint(stage: str) -> None:
@@ -100,6 +105,22 @@ def _eval_set(config: ExportConfig, meta: dict) -> tuple[list[str], np.ndarray] 
     return data.texts[:n], ids[:n]
 
 
+def _refit_names(config: ExportConfig) -> tuple[str, ...]:
+    names = config.quantize if "all" in config.refit_head else config.refit_head
+    stray = [n for n in names if n not in config.quantize]
+    if stray:
+        raise EdgeSentError(
+            f"--refit-head {stray[0]!r}: not a variant of this export "
+            f"(--quantize {','.join(config.quantize)}; or 'all')"
+        )
+    return tuple(names)
+
+
+def _head_config(meta: dict) -> HeadConfig:
+    known = HeadConfig.__dataclass_fields__
+    return HeadConfig(**{k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in known})
+
+
 def export_bundle(config: ExportConfig) -> dict:
     started = time.perf_counter()
     unknown = [q for q in config.quantize if q not in QUANTIZE_CHOICES]
@@ -118,8 +139,14 @@ def export_bundle(config: ExportConfig) -> dict:
         if not calibration:
             raise EdgeSentError(f"{calib_path}: no calibration texts")
     eval_set = _eval_set(config, meta)
+    refit_names = _refit_names(config)
+    ov_runner = runners.openvino_runner(config.openvino_python)
     _say(config, f"loading encoder {meta['encoder']['spec']}")
     encoder, model = _load_model(config.run_dir, meta)
+    refit_data = None
+    if refit_names:
+        head = (model.head.weight.detach().numpy(), model.head.bias.detach().numpy())
+        refit_data = refit.load_refit_data(config.run_dir, meta, config.refit_data, config.data, head)
     tokenizer = TextEncoder(encoder.tokenizer_file, int(meta["max_length"]))
     geometry = graph.Geometry.from_config(encoder.config)
     source = config.run_dir / (meta["files"].get("dev") or meta["files"]["calibration"])
@@ -164,7 +191,13 @@ def export_bundle(config: ExportConfig) -> dict:
         if eval_set is not None:
             _, eval_fp32 = verify.onnx_outputs(fp32, tokenizer, eval_set[0], batch_size=32)
             variants["fp32"]["eval_accuracy"] = verify.accuracy(eval_fp32, eval_set[1])
+        if refit_data is not None and refit_data.dev is not None:
+            _, dev_fp32 = verify.onnx_outputs(fp32, tokenizer, refit_data.dev.texts, batch_size=32)
+            variants["fp32"]["dev_accuracy"] = verify.accuracy(dev_fp32, refit_data.dev_ids)
         del fp32
+        request = MeasureRequest(
+            model="", tokenizer=str(encoder.tokenizer_file), max_length=int(meta["max_length"]), texts=verify_texts
+        )
 
         for name in config.quantize:
             _say(config, f"building variant {name}")
@@ -187,6 +220,18 @@ def export_bundle(config: ExportConfig) -> dict:
                 "build_s": round(time.perf_counter() - t0, 2),
                 "ops": graph.op_counts(onnx.load(str(target), load_external_data=False)),
             }
+            if name in refit_names:
+                runner = ov_runner if name in verify.OPENVINO_TARGETS and ov_runner else runners.CpuRunner()
+                precision = verify.OPENVINO_TARGETS.get(name, "auto")
+                _say(
+                    config,
+                    f"refitting the {name} head on its own features ({runner.name}, {len(refit_data.train)} texts)",
+                )
+                weight, bias, entry["refit"] = refit.refit_head(
+                    runner, target, tmp, replace(request, precision=precision), refit_data, _head_config(meta)
+                )
+                refit.replace_head(target, target, weight, bias)
+                entry["refit"]["fp32_dev_accuracy"] = variants["fp32"].get("dev_accuracy")
             if name == "int8-static":
                 entry["calibration"] = {
                     "source": str(calib_path),
@@ -212,6 +257,13 @@ def export_bundle(config: ExportConfig) -> dict:
                     entry["eval_vs_fp32"] = verify.agreement(eval_fp32, probs_eval)
             variants[name] = entry
 
+        if ov_runner is not None:
+            _say(config, "measuring the OpenVINO variants on the OpenVINO provider")
+            files = {name: tmp / entry["file"] for name, entry in variants.items()}
+            for name, measured in verify.on_openvino(
+                ov_runner, request, files, (probs_fp32, eval_fp32), eval_set
+            ).items():
+                variants[name]["openvino"] = measured
         if not config.portable:
             raw.unlink()
         shutil.copyfile(encoder.tokenizer_file, tmp / TOKENIZER)
@@ -236,6 +288,7 @@ def export_bundle(config: ExportConfig) -> dict:
                 "eval_n": len(eval_set[0]) if eval_set else 0,
             },
             "variants": variants,
+            "openvino": {"measured": ov_runner is not None, "onnxruntime": ov_runner.version if ov_runner else None},
             "export_s": round(time.perf_counter() - started, 1),
         }
         _checkpoint("manifest")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from edge_sent.runtime.measure import MeasureRequest
 from edge_sent.runtime.session import physical_cores
 from edge_sent.runtime.tokenize import TextEncoder
 from edge_sent.train.model import SentimentModel
@@ -86,3 +88,36 @@ def agreement(fp32_probs: np.ndarray, probs: np.ndarray) -> dict:
 
 def accuracy(probs: np.ndarray, label_ids: np.ndarray) -> float:
     return float((probs.argmax(axis=1) == label_ids).mean())
+
+
+# variant -> the precision it is measured at on the OpenVINO provider ("auto" = bf16 where the CPU has it)
+OPENVINO_TARGETS = {"fp32": "bf16", "int8-static": "auto"}
+
+
+def on_openvino(
+    runner,
+    request: MeasureRequest,
+    files: dict[str, Path],
+    reference: tuple[np.ndarray, np.ndarray | None],
+    eval_set: tuple[list[str], np.ndarray] | None,
+) -> dict[str, dict]:
+    """Fidelity of the OpenVINO-targeted variants measured on the OpenVINO provider itself."""
+    probs_fp32, eval_fp32 = reference
+    measured = {}
+    for name, precision in OPENVINO_TARGETS.items():
+        if name not in files:
+            continue
+        base = replace(request, model=str(files[name]), provider="openvino", precision=precision)
+        results, info = runner.outputs(base)
+        entry = {
+            "precision": info["precision"],
+            "onnxruntime": info["onnxruntime"],
+            "providers": info["providers"],
+            "vs_fp32": agreement(probs_fp32, results["probabilities"]),
+        }
+        if eval_set is not None and eval_fp32 is not None:
+            results, _ = runner.outputs(replace(base, texts=eval_set[0], batch_size=32))
+            entry["eval_accuracy"] = accuracy(results["probabilities"], eval_set[1])
+            entry["eval_vs_fp32"] = agreement(eval_fp32, results["probabilities"])
+        measured[name] = entry
+    return measured

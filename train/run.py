@@ -137,6 +137,12 @@ def train(config: TrainConfig) -> dict:
         "hidden_size": encoder.hidden_size,
         "hyperparameters": asdict(config.head),
         "files": {"calibration": CALIBRATION, "dev": DEV_COPY if "dev" in side else None},
+        "data": {  # what `edge-sent export --refit-head` refits on
+            "train": str(Path(config.train).resolve()),
+            "limit": config.limit,
+            "text_column": config.data.text_field,
+            "label_column": config.data.label_field,
+        },
     }
     (out / HEAD_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

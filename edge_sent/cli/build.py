@@ -130,6 +130,23 @@ def export_cmd(
         typer.Option("--portable", help="Also keep model_portable.onnx (standard ops, for TensorRT & co.)."),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle directory.")] = False,
+    refit_head: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Refit these variants' heads on their own features ('all' = every --quantize variant; "
+            "int8-static is refitted on OpenVINO when --openvino-python is given)."
+        ),
+    ] = None,
+    refit_data: Annotated[
+        Path | None, typer.Option(help="Labelled training data for --refit-head (default: the run's own).")
+    ] = None,
+    openvino_python: Annotated[
+        Path | None,
+        typer.Option(
+            help="Python of a venv with onnxruntime-openvino (scripts/openvino-venv.sh): measure fp32-as-bf16 "
+            "and int8-static on the OpenVINO provider there. Default: $EDGE_SENT_OPENVINO_PYTHON."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Fuse encoder + head into ONE ONNX graph, add quantized variants, verify each, write a bundle."""
@@ -150,6 +167,9 @@ def export_cmd(
         force=force,
         data=DataConfig(text_field=text_column, label_field=label_column),
         quiet=json_out,
+        refit_head=split_choices(refit_head),
+        refit_data=refit_data,
+        openvino_python=openvino_python,
     )
     manifest = export_bundle(config)
     if json_out:
