@@ -228,7 +228,12 @@ def export_bundle(config: ExportConfig) -> dict:
                     f"refitting the {name} head on its own features ({runner.name}, {len(refit_data.train)} texts)",
                 )
                 weight, bias, entry["refit"] = refit.refit_head(
-                    runner, target, tmp, replace(request, precision=precision), refit_data, _head_config(meta)
+                    runner,
+                    target,
+                    tmp,
+                    replace(request, provider=runner.name, precision=precision),
+                    refit_data,
+                    _head_config(meta),
                 )
                 refit.replace_head(target, target, weight, bias)
                 entry["refit"]["fp32_dev_accuracy"] = variants["fp32"].get("dev_accuracy")

@@ -28,6 +28,7 @@ class BenchConfig:
     warmup: int = 5
     threads: int | None = None
     provider: str = "auto"
+    precision: str = "auto"  # OpenVINO only
     pause_s: float = 0.2
 
 
@@ -88,7 +89,10 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
     manifest = read_manifest(bundle)
     names = config.variants or tuple(v for v in manifest.variants if v != "fp16" or config.provider == "cuda")
     classifiers = {
-        v: Classifier.load(bundle, variant=v, provider=config.provider, threads=config.threads) for v in names
+        v: Classifier.load(
+            bundle, variant=v, provider=config.provider, threads=config.threads, precision=config.precision
+        )
+        for v in names
     }
     vocab = int(json.loads((manifest.root / "config.json").read_text()).get("vocab_size", 21128))
     runners = {name: clf.run_feeds for name, clf in classifiers.items()}
@@ -115,6 +119,7 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
         entry = {
             "file_bytes": manifest.files[manifest.variant_file(name)]["bytes"],
             "provider": classifiers[name].providers[0],
+            "precision": classifiers[name].precision,
             "latency": {k: percentiles(v) for k, v in latency[name].items()},
         }
         if texts:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from edge_sent.runtime.external_data import check_external_data
-from edge_sent.runtime.session import SessionConfig, create_session, resolve_provider
+from edge_sent.runtime.session import SessionConfig, create_session, resolve_precision, resolve_provider
 from edge_sent.runtime.tokenize import TextEncoder
 
 from edge_sent.contract import TOKENIZER, Manifest, check_file, read_manifest
@@ -60,8 +60,11 @@ def choose_variant(manifest: Manifest, variant: str, provider: str) -> str:
 class Classifier:
     """A bundle loaded into an onnxruntime session. Create it with `Classifier.load`."""
 
-    def __init__(self, manifest: Manifest, variant: str, session, encoder: TextEncoder, provider: str):
+    def __init__(
+        self, manifest: Manifest, variant: str, session, encoder: TextEncoder, provider: str, precision: str = "fp32"
+    ):
         self.manifest = manifest
+        self.precision = precision  # what the provider computes in: bf16 only on OpenVINO
         self.variant = variant
         self.provider = provider
         self._session = session
@@ -94,7 +97,7 @@ class Classifier:
         outputs = {o.name for o in session.get_outputs()}
         if "probabilities" not in outputs:
             raise BundleError(f"{model_path}: the graph has no 'probabilities' output")
-        classifier = cls(manifest, chosen, session, encoder, short)
+        classifier = cls(manifest, chosen, session, encoder, short, resolve_precision(short, precision))
         classifier.predict(["warm-up"])
         return classifier
 

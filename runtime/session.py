@@ -7,6 +7,7 @@ import os
 import platform
 import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import onnxruntime as ort
@@ -63,6 +64,14 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def resolve_provider(requested: str) -> str:
     """Map a provider choice to a short name, checked against this onnxruntime build."""
     available = ort.get_available_providers()
@@ -75,6 +84,12 @@ def resolve_provider(requested: str) -> str:
     if requested not in PROVIDERS:
         raise EdgeSentError(f"unknown provider {requested!r} (choose from {', '.join(PROVIDER_CHOICES)})")
     if PROVIDERS[requested] not in available:
+        if requested == "openvino" and _installed("onnxruntime-openvino") and _installed("onnxruntime"):
+            raise EdgeSentError(
+                "provider 'openvino': onnxruntime-openvino is installed, but the CPU build (onnxruntime) shadows it "
+                "(both provide the onnxruntime module); make a venv with scripts/openvino-venv.sh, or run "
+                "`pip uninstall -y onnxruntime onnxruntime-openvino && pip install --no-deps onnxruntime-openvino`"
+            )
         raise EdgeSentError(
             f"provider {requested!r} is not available in this onnxruntime build "
             f"(available: {', '.join(available)}); see the README on onnxruntime builds"

@@ -20,6 +20,7 @@ def bench_cmd(
     runs: Annotated[int, typer.Option(help="Timed runs per variant and length (after warm-up).")] = 50,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")] = None,
     provider: Annotated[str, typer.Option(help="auto, cpu, cuda, tensorrt, openvino.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="OpenVINO only: fp32, bf16 or auto.")] = "auto",
     data: Annotated[
         Path | None, typer.Option(help="Texts (txt/tsv/csv/jsonl) for a throughput run at batch 32.")
     ] = None,
@@ -50,6 +51,7 @@ def bench_cmd(
         runs=runs,
         threads=threads,
         provider=provider,
+        precision=precision,
     )
     result = run_bench(str(bundle), config, texts)
     if out is not None:

@@ -17,6 +17,9 @@ from edge_sent.errors import EdgeSentError
 
 VariantOpt = Annotated[str, typer.Option(help="auto (int8 on CPU, fp16 on CUDA), fp32, int8, int8-static, fp16, int4.")]
 ProviderOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, tensorrt or openvino.")]
+PrecisionOpt = Annotated[
+    str, typer.Option(help="OpenVINO only: fp32, bf16, or auto (bf16 where the CPU has AVX-512 BF16 or AMX).")
+]
 ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")]
 
 
@@ -88,6 +91,7 @@ def predict_cmd(
     text_column: Annotated[str, typer.Option(help="Text column (tsv/csv) or key (jsonl).")] = "text_a",
     variant: VariantOpt = "auto",
     provider: ProviderOpt = "auto",
+    precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
     batch_size: Annotated[int, typer.Option(help="Texts per batch (sorted by length, padded per batch).")] = 32,
     json_out: Annotated[
@@ -98,7 +102,7 @@ def predict_cmd(
     from edge_sent.runtime import Classifier
 
     items, skipped = _texts(texts, file, text_column, fmt)
-    clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads)
+    clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads, precision=precision)
     results = clf.predict(items, batch_size=batch_size)
     truncated = sum(r.truncated for r in results)
     if json_out:
@@ -127,6 +131,7 @@ def eval_cmd(
     label_column: Annotated[str, typer.Option(help="Label column/key (ids or names).")] = "label",
     variant: VariantOpt = "auto",
     provider: ProviderOpt = "auto",
+    precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -139,7 +144,7 @@ def eval_cmd(
     from edge_sent.runtime.metrics import classification_report
 
     dataset = load_labeled(data, DataConfig(text_field=text_column, label_field=label_column))
-    clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads)
+    clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads, precision=precision)
     # labels by name, or by their position as an id ("0", "1", ... as in ChnSentiCorp)
     ids = [str(i) for i in range(len(clf.labels))]
     y_true = label_ids(dataset, clf.labels, [ids], known_from="the bundle's labels")
@@ -149,6 +154,7 @@ def eval_cmd(
     report = classification_report(y_true, np.asarray([p.label_id for p in preds]), clf.labels) | {
         "variant": clf.variant,
         "provider": clf.providers[0],
+        "precision": clf.precision,
         "texts_per_s": len(preds) / seconds,
         "seconds": seconds,
         "truncated": sum(p.truncated for p in preds),

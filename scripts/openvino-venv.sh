@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# A runtime venv with the OpenVINO build of onnxruntime (default: .venv-ov). The OpenVINO build and the
+# plain CPU build both provide the `onnxruntime` module, so one venv holds one of them: install the
+# package with its `openvino` extra, then remove both builds and put the OpenVINO one back alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${1:-.venv-ov}"
+rm -rf "$venv"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --upgrade pip
+"$venv/bin/pip" install -q -e ".[openvino]"
+"$venv/bin/pip" uninstall -q -y onnxruntime onnxruntime-openvino
+"$venv/bin/pip" install -q --no-deps "onnxruntime-openvino==1.24.1"
+"$venv/bin/python" - <<'PY'
+import onnxruntime as ort
+
+providers = ort.get_available_providers()
+assert "OpenVINOExecutionProvider" in providers, f"OpenVINO provider missing: {providers}"
+print(f"OpenVINO venv ready: onnxruntime {ort.__version__}, providers {providers}")
+PY
