@@ -127,6 +127,7 @@ def main() -> None:
         "--pad-fixed-subset", type=int, default=320, help="texts for (a), which pads every text to max length (slow)"
     )
     ap.add_argument("--pause", type=float, default=0.3)
+    ap.add_argument("--optimum-dir", type=Path, help="keep Optimum's export here (benchmarks/openvino.py reuses it)")
     args = ap.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
     thread_list = [int(x) for x in args.threads.split(",")]
@@ -154,7 +155,7 @@ def main() -> None:
     for threads in thread_list:
         print(f"threads {threads}: building contenders", file=sys.stderr, flush=True)
         contenders = {"PyTorch eager": TorchEager(args.run_dir, threads, None, "PyTorch eager")}
-        optimum = OptimumInt8(args.run_dir, threads)
+        optimum = OptimumInt8(args.run_dir, threads, args.optimum_dir)
         results["optimum_recipe"] = optimum.recipe
         contenders["(c) Optimum int8"] = optimum
         for v in variants:

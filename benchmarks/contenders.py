@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 from edge_sent.runtime import Classifier
 from edge_sent.runtime.tokenize import TextEncoder
-from edge_sent.train.encoders import load_encoder
-from edge_sent.train.model import SentimentModel
-from safetensors.torch import load_file
+from safetensors.numpy import load_file
+
+# torch, transformers and optimum are imported inside the contenders that need them, so the torch-free
+# ones (Optimum's saved graph, edge-sent on any provider) also run in the OpenVINO venv (benchmarks/openvino.py)
 
 
 def _pad_in_order(tok: TextEncoder, texts: list[str], batch: int, fixed: int | None):
@@ -34,16 +34,22 @@ class TorchEager:
     """(a)/(b) the tutorial recipe: PyTorch eager fp32, frozen encoder + head under no_grad."""
 
     def __init__(self, run_dir: Path, threads: int, fixed_length: int | None, name: str):
+        import torch
+        from edge_sent.train.encoders import load_encoder
+        from edge_sent.train.model import SentimentModel
+
         meta = json.loads((run_dir / "head.json").read_text())
         encoder = load_encoder(meta["encoder"]["spec"])
         weights = load_file(str(run_dir / "head.safetensors"))
         head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
-        head.load_state_dict(weights)
+        head.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         self.model = SentimentModel(encoder.model, meta["pooling"], head).eval()
         self.tok = TextEncoder(encoder.tokenizer_file, int(meta["max_length"]))
         self.threads, self.fixed, self.name = threads, fixed_length, name
 
     def run(self, feeds):
+        import torch
+
         torch.set_num_threads(self.threads)
         with torch.no_grad():
             return self.model(**{k: torch.from_numpy(v) for k, v in feeds.items()})[1].numpy()
@@ -52,11 +58,34 @@ class TorchEager:
         return np.concatenate([self.run(b.feeds()) for b in _pad_in_order(self.tok, texts, batch, self.fixed)])
 
 
-class OptimumInt8:
+class _OptimumHead:
+    """Optimum's feature-extraction output -> the run's head on its [CLS] row, batches padded in input order."""
+
+    def __init__(self, run_dir: Path, tokenizer_file: Path, session) -> None:
+        meta = json.loads((run_dir / "head.json").read_text())
+        head = load_file(str(run_dir / "head.safetensors"))
+        self.w, self.b = head["weight"].T, head["bias"]
+        self.tok = TextEncoder(tokenizer_file, int(meta["max_length"]))
+        self.session = session
+        self.inputs = {i.name for i in session.get_inputs()}
+        self.name = "(c) Optimum int8"
+
+    def run(self, feeds):
+        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
+        logits = hidden[:, 0] @ self.w + self.b
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def classify(self, texts, batch=32):
+        return np.concatenate([self.run(b.feeds()) for b in _pad_in_order(self.tok, texts, batch, None)])
+
+
+class OptimumInt8(_OptimumHead):
     """(c) Optimum as documented: feature-extraction export, O2 optimization, avx512_vnni dynamic int8;
     the head applied on the [CLS] row of its output; batches in input order, padded to the longest."""
 
     def __init__(self, run_dir: Path, threads: int, workdir: Path | None = None):
+        from edge_sent.train.encoders import load_encoder
         from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
         from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
@@ -91,29 +120,29 @@ class OptimumInt8:
         self.model = ORTModelForFeatureExtraction.from_pretrained(work / "q", file_name=qfile, session_options=options)
         self.session = self.model.model if hasattr(self.model, "model") else self.model.session
         self.file_bytes = (work / "q" / qfile).stat().st_size
-        self.head_w = load_file(str(run_dir / "head.safetensors"))
-        self.w = self.head_w["weight"].numpy().T
-        self.b = self.head_w["bias"].numpy()
-        self.tok = TextEncoder(encoder.tokenizer_file, int(meta["max_length"]))
-        self.inputs = {i.name for i in self.session.get_inputs()}
-        self.name = "(c) Optimum int8"
+        self.graph = work / "q" / qfile
+        super().__init__(run_dir, encoder.tokenizer_file, self.session)
 
-    def run(self, feeds):
-        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
-        logits = hidden[:, 0] @ self.w + self.b
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
 
-    def classify(self, texts, batch=32):
-        return np.concatenate([self.run(b.feeds()) for b in _pad_in_order(self.tok, texts, batch, None)])
+class OptimumGraph(_OptimumHead):
+    """(c) from a graph OptimumInt8 saved, in a plain session: runs in a venv without optimum or torch."""
+
+    def __init__(self, graph: Path, run_dir: Path, tokenizer_file: Path, threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        super().__init__(run_dir, tokenizer_file, session)
+        self.file_bytes = graph.stat().st_size
 
 
 class EdgeSent:
     """(d) edge-sent: a bundle variant through the runtime (length-sorted batches)."""
 
-    def __init__(self, bundle: Path, variant: str, threads: int):
-        self.clf = Classifier.load(bundle, variant=variant, provider="cpu", threads=threads)
-        self.name = f"edge-sent {variant}"
+    def __init__(self, bundle: Path, variant: str, threads: int, provider: str = "cpu", precision: str = "auto"):
+        self.clf = Classifier.load(
+            bundle, variant=variant, provider=provider, threads=threads, strict=True, precision=precision
+        )
+        self.name = f"edge-sent {variant}" + ("" if provider == "cpu" else f" ({provider} {self.clf.precision})")
         self.file_bytes = self.clf.manifest.files[self.clf.manifest.variant_file(variant)]["bytes"]
 
     def run(self, feeds):

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# A runtime venv with the OpenVINO build of onnxruntime (default: .venv-ov). The OpenVINO build and the
+# A runtime venv with the OpenVINO build of onnxruntime: scripts/openvino-venv.sh [VENV [EXTRAS]]
+# (default .venv-ov; EXTRAS e.g. "bench" for benchmarks/openvino.py). The OpenVINO build and the
 # plain CPU build both provide the `onnxruntime` module, so one venv holds one of them: install the
 # package with its `openvino` extra, then remove both builds and put the OpenVINO one back alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-.venv-ov}"
+extras="openvino${2:+,$2}"
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q -e ".[openvino]"
+"$venv/bin/pip" install -q -e ".[$extras]"
 "$venv/bin/pip" uninstall -q -y onnxruntime onnxruntime-openvino
 "$venv/bin/pip" install -q --no-deps "onnxruntime-openvino==1.24.1"
 "$venv/bin/python" - <<'PY'
