@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
@@ -37,39 +38,53 @@ def bert_ops(cfg: dict, batch: int, length: int) -> float:
     return float(linear + attention)
 
 
-def gemm_ceiling(threads: int, m: int = 2048, k: int = 768, n: int = 3072) -> dict:
-    """onnxruntime's own large GEMM throughput: fp32 MatMul and int8 MatMulInteger (u8 x s8)."""
-    out = {}
-    rng = np.random.default_rng(0)
-    for kind in ("fp32", "int8"):
-        if kind == "fp32":
-            node = helper.make_node("MatMul", ["A", "B"], ["C"])
-            b = helper.make_tensor("B", TensorProto.FLOAT, [k, n], rng.standard_normal(k * n).astype(np.float32))
-            a_in = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
-            c_out = helper.make_tensor_value_info("C", TensorProto.FLOAT, [m, n])
-            feed = {"A": rng.standard_normal((m, k)).astype(np.float32)}
-        else:
-            node = helper.make_node("MatMulInteger", ["A", "B"], ["C"])
-            b = helper.make_tensor("B", TensorProto.INT8, [k, n], rng.integers(-128, 127, k * n).astype(np.int8))
-            a_in = helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])
-            c_out = helper.make_tensor_value_info("C", TensorProto.INT32, [m, n])
-            feed = {"A": rng.integers(0, 255, (m, k)).astype(np.uint8)}
-        model = helper.make_model(
-            helper.make_graph([node], "gemm", [a_in], [c_out], [b]), opset_imports=[helper.make_opsetid("", 17)]
+def _gemm_graph(kind: str, m: int, k: int, n: int, rng) -> tuple[onnx.ModelProto, dict]:
+    a_float = helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])
+    c_float = helper.make_tensor_value_info("C", TensorProto.FLOAT, [m, n])
+    int8_b = helper.make_tensor("B", TensorProto.INT8, [k, n], rng.integers(-128, 127, k * n).astype(np.int8))
+    if kind == "fp32 MatMul":
+        b = helper.make_tensor("B", TensorProto.FLOAT, [k, n], rng.standard_normal(k * n).astype(np.float32))
+        graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "g", [a_float], [c_float], [b])
+        feed = {"A": rng.standard_normal((m, k)).astype(np.float32)}
+    elif kind == "int8 MatMulInteger":
+        a_in = helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])
+        c_out = helper.make_tensor_value_info("C", TensorProto.INT32, [m, n])
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["A", "B"], ["C"])], "g", [a_in], [c_out], [int8_b]
         )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        for _ in range(3):
-            sess.run(None, feed)
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            sess.run(None, feed)
-            times.append(time.perf_counter() - start)
-        out[kind] = 2 * m * k * n / float(np.median(times))
-        del sess
-        time.sleep(0.5)
+        feed = {"A": rng.integers(0, 255, (m, k)).astype(np.uint8)}
+    else:  # what the int8 graph runs: fp32 in, per-tensor dynamic u8 activations, per-column s8 weights, fp32 out
+        scale = helper.make_tensor("S", TensorProto.FLOAT, [n], (rng.random(n) * 0.01 + 0.001).astype(np.float32))
+        node = helper.make_node("DynamicQuantizeMatMul", ["A", "B", "S"], ["C"], domain="com.microsoft")
+        graph = helper.make_graph([node], "g", [a_float], [c_float], [int8_b, scale])
+        feed = {"A": rng.standard_normal((m, k)).astype(np.float32)}
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets), feed
+
+
+CEILING_KINDS = ("fp32 MatMul", "int8 MatMulInteger", "int8 DynamicQuantizeMatMul")
+CEILING_SHAPES = ((4096, 768, 3072), (4096, 3072, 768), (4096, 768, 768))  # bert-base's GEMMs at 32 x 128
+
+
+def gemm_ceiling(threads: int) -> dict:
+    """onnxruntime's own GEMM throughput on bert-base's GEMM shapes at batch 32 x 128: the best op/s over
+    the shapes, per kind; the int8 ceiling is the better of MatMulInteger and DynamicQuantizeMatMul."""
+    out: dict = {"shapes": [list(s) for s in CEILING_SHAPES]}
+    rng = np.random.default_rng(0)
+    for kind in CEILING_KINDS:
+        best = 0.0
+        for m, k, n in CEILING_SHAPES:
+            model, feed = _gemm_graph(kind, m, k, n, rng)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            times = time_calls(lambda f, s=sess: s.run(None, f), feed, runs=15, warmup=3)
+            best = max(best, 2 * m * k * n / float(np.median(times)))
+            del sess
+            time.sleep(0.3)
+        out[kind] = best
+    out["fp32"] = out["fp32 MatMul"]
+    out["int8"] = max(out["int8 MatMulInteger"], out["int8 DynamicQuantizeMatMul"])
     return out
 
 
@@ -127,8 +142,12 @@ def main() -> None:
         "--pad-fixed-subset", type=int, default=320, help="texts for (a), which pads every text to max length (slow)"
     )
     ap.add_argument("--pause", type=float, default=0.3)
+    ap.add_argument("--ceiling-only", action="store_true", help="only measure the GEMM ceilings (JSON to stdout)")
     ap.add_argument("--optimum-dir", type=Path, help="keep Optimum's export here (benchmarks/openvino.py reuses it)")
     args = ap.parse_args()
+    if args.ceiling_only:
+        print(json.dumps({t: gemm_ceiling(int(t)) for t in args.threads.split(",")}, indent=2))
+        return
     lengths = [int(x) for x in args.lengths.split(",")]
     thread_list = [int(x) for x in args.threads.split(",")]
     manifest = json.loads((args.bundle / "manifest.json").read_text())

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import torch
 from edge_sent.train.model import SentimentModel
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from edge_sent.contract import INPUT_NAMES, OUTPUT_NAMES
 from edge_sent.errors import EdgeSentError
@@ -110,9 +110,41 @@ def _optimize(raw: Path, geometry: Geometry, mha: bool):
     )
 
 
-def fuse(raw: Path, out: Path, geometry: Geometry, *, mha: bool = False) -> dict[str, int]:
-    """Fuse the raw graph for onnxruntime; return the op counts, raising if the fusion fell short."""
+def prune_last_layer_to_cls(model: onnx.ModelProto) -> None:
+    """With [CLS] pooling, only row 0 of the last layer's output is used, and once the last attention has
+    read K and V from every token, the rows no longer mix: take row 0 of the attention output and of the
+    residual there, so the output projection, the FFN and both layer norms of that layer run on one row."""
+    nodes = list(model.graph.node)
+    last = max(i for i, n in enumerate(nodes) if n.op_type in ("Attention", "MultiHeadAttention"))
+    attention = nodes[last]
+    consumers = [n for n in nodes if attention.output[0] in n.input]
+    if len(consumers) != 1 or consumers[0].op_type != "MatMul":
+        raise EdgeSentError("export: unexpected graph after the last attention (cannot prune to [CLS])")
+    projection = consumers[0]
+    skip_ln = next(
+        (n for n in nodes if n.op_type == "SkipLayerNormalization" and projection.output[0] in n.input), None
+    )
+    if skip_ln is None:
+        raise EdgeSentError("export: no SkipLayerNormalization after the last attention (cannot prune to [CLS])")
+    residual_slot = 1 if skip_ln.input[0] == projection.output[0] else 0
+    index = numpy_helper.from_array(np.zeros(1, dtype=np.int64), "cls_row_index")
+    model.graph.initializer.append(index)
+    rows = []
+    for name, tensor in (("attention", attention.output[0]), ("residual", skip_ln.input[residual_slot])):
+        out = f"cls_row_{name}"
+        rows.append(helper.make_node("Gather", [tensor, index.name], [out], name=f"/prune/cls_{name}", axis=1))
+    projection.input[0] = rows[0].output[0]
+    skip_ln.input[residual_slot] = rows[1].output[0]
+    for offset, node in enumerate(rows, start=1):
+        model.graph.node.insert(last + offset, node)
+
+
+def fuse(raw: Path, out: Path, geometry: Geometry, *, mha: bool = False, cls_only: bool = False) -> dict[str, int]:
+    """Fuse the raw graph for onnxruntime; return the op counts, raising if the fusion fell short.
+    `cls_only`: the last layer works on the [CLS] row only (prune_last_layer_to_cls)."""
     optimized = _optimize(raw, geometry, mha)
+    if cls_only:
+        prune_last_layer_to_cls(optimized.model)
     counts = op_counts(optimized.model)
     attention = counts.get("Attention", 0) + counts.get("MultiHeadAttention", 0)
     skip_ln = counts.get("SkipLayerNormalization", 0)

@@ -159,7 +159,8 @@ def export_bundle(config: ExportConfig) -> dict:
         graph.export_raw(model, raw)
         _checkpoint("traced")
         _say(config, "fusing with onnxruntime's transformer optimizer")
-        counts = graph.fuse(raw, tmp / VARIANT_FILES["fp32"], geometry)
+        cls_only = meta["pooling"] == "cls"
+        counts = graph.fuse(raw, tmp / VARIANT_FILES["fp32"], geometry, cls_only=cls_only)
 
         _say(config, f"verifying fp32 against torch on {len(verify_texts)} texts")
         reference = verify.torch_logits(model, tokenizer, verify_texts)
@@ -182,6 +183,7 @@ def export_bundle(config: ExportConfig) -> dict:
             "fp32": {
                 "file": VARIANT_FILES["fp32"],
                 "ops": counts,
+                "last_layer_cls_only": cls_only,
                 "vs_torch": parity,
                 "verified_on": "CPUExecutionProvider",
                 "verification_labels": probs_fp32.argmax(axis=1).tolist(),
@@ -212,7 +214,7 @@ def export_bundle(config: ExportConfig) -> dict:
                 quantize.convert_fp16(tmp / VARIANT_FILES["fp32"], target)
             else:
                 mha = tmp / "fused_mha.onnx"
-                graph.fuse(raw, mha, geometry, mha=True)
+                graph.fuse(raw, mha, geometry, mha=True, cls_only=cls_only)
                 quantize.quantize_int4(mha, target)
                 mha.unlink()
             entry = {
