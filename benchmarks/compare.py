@@ -88,6 +88,31 @@ def gemm_ceiling(threads: int) -> dict:
     return out
 
 
+def ceiling_fractions(bundle: Path, thread_list: list[int]) -> dict:
+    """The GEMM ceilings, and each edge-sent variant's effective ops/s at batch 32 x 128, in one process."""
+    cfg = json.loads((bundle / "config.json").read_text())
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    feeds = synthetic_feeds(32, 128, cfg["vocab_size"])
+    out = {}
+    for threads in thread_list:
+        ceiling = gemm_ceiling(threads)
+        rows = {}
+        for v in (v for v in ("fp32", "int8", "int8-static", "int4") if v in manifest["variants"]):
+            contender = EdgeSent(bundle, v, threads)
+            seconds = float(np.median(time_calls(contender.run, feeds, 3, warmup=1)))
+            ops = bert_ops(cfg, 32, 128) / seconds
+            rows[v] = {
+                "b32x128_s": seconds,
+                "ops_per_s": ops,
+                "of_fp32": ops / ceiling["fp32"],
+                "of_int8": ops / ceiling["int8"],
+            }
+            del contender
+            time.sleep(0.5)
+        out[str(threads)] = {"ceiling": ceiling, "edge-sent": rows}
+    return out
+
+
 def latency_grid(contenders: dict, lengths, runs: int, vocab: int, pause: float, batch: int = 1) -> dict:
     runners = {name: c.run for name, c in contenders.items()}
     result: dict = {name: {} for name in contenders}
@@ -146,7 +171,7 @@ def main() -> None:
     ap.add_argument("--optimum-dir", type=Path, help="keep Optimum's export here (benchmarks/openvino.py reuses it)")
     args = ap.parse_args()
     if args.ceiling_only:
-        print(json.dumps({t: gemm_ceiling(int(t)) for t in args.threads.split(",")}, indent=2))
+        print(json.dumps(ceiling_fractions(args.bundle, [int(t) for t in args.threads.split(",")]), indent=2))
         return
     lengths = [int(x) for x in args.lengths.split(",")]
     thread_list = [int(x) for x in args.threads.split(",")]

@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from edge_sent.export import quantize
 from edge_sent.export.run import ExportConfig, export_bundle
+from edge_sent.train.run import TrainConfig, train
 
 from edge_sent.contract import TMP_PREFIX, VARIANT_FILES, sha256_file, verify_bundle
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import DATA, assert_user_error, run_cli
 
 
 def test_manifest_lists_every_file_with_its_hash(tiny_bundle):
@@ -47,6 +49,40 @@ def test_fp32_parity_with_torch_on_outputs_that_differ(tiny_bundle):
     assert parity["max_abs_dlogit_padded"] <= parity["tolerance"]
     assert parity["logit_std_across_texts"] > 0.05  # not a constant output
     assert fp32["ops"]["Attention"] == 2 and fp32["ops"]["SkipLayerNormalization"] == 4  # random:tiny: 2 layers
+
+
+def test_last_layer_runs_on_the_cls_row_only(tiny_bundle):
+    """The pruned fp32 graph passed the torch parity check above; here: the pruning is really in the graphs
+    (fp32, and int8/int4 built from it), so the last FFN sees one row per text."""
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["variants"]["fp32"]["last_layer_cls_only"] is True
+    for name in ("fp32", "int8", "int4"):
+        graph = onnx.load(str(tiny_bundle / manifest["variants"][name]["file"]), load_external_data=False)
+        pruned = [n.name for n in graph.graph.node if n.name.startswith("/prune/")]
+        assert pruned == ["/prune/cls_attention", "/prune/cls_residual"], name
+
+
+def test_mean_pooling_is_not_pruned_and_matches_torch(tmp_path):
+    run = tmp_path / "run"
+    train(
+        TrainConfig(
+            train=DATA / "train.tsv",
+            dev=DATA / "dev.tsv",
+            out=run,
+            encoder="random:tiny",
+            pooling="mean",
+            limit=120,
+            max_length=32,
+            progress=False,
+        )
+    )
+    manifest = export_bundle(ExportConfig(run_dir=run, out=tmp_path / "b", quantize=(), verify_size=16, quiet=True))
+    fp32 = manifest["variants"]["fp32"]
+    assert fp32["last_layer_cls_only"] is False
+    assert fp32["vs_torch"]["max_abs_dlogit_padded"] <= fp32["vs_torch"]["tolerance"]
+    assert fp32["vs_torch"]["logit_std_across_texts"] > 0.01
+    graph = onnx.load(str(tmp_path / "b" / "model.onnx"), load_external_data=False)
+    assert not [n for n in graph.graph.node if n.name.startswith("/prune/")]
 
 
 def test_variants_are_verified_and_smaller(tiny_bundle):
