@@ -59,7 +59,7 @@ def test_last_layer_runs_on_the_cls_row_only(tiny_bundle):
     for name in ("fp32", "int8", "int4"):
         graph = onnx.load(str(tiny_bundle / manifest["variants"][name]["file"]), load_external_data=False)
         pruned = [n.name for n in graph.graph.node if n.name.startswith("/prune/")]
-        assert pruned == ["/prune/cls_attention", "/prune/cls_residual"], name
+        assert sorted(pruned) == ["/prune/cls_attention", "/prune/cls_residual"], name
 
 
 def test_mean_pooling_is_not_pruned_and_matches_torch(tmp_path):

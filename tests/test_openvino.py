@@ -202,3 +202,18 @@ def test_minilm_bf16_and_refitted_int8_static_on_openvino(tmp_path_factory, ov_p
     assert abs(bf16["eval_accuracy"] - fp32["eval_accuracy"]) <= 0.02
     assert static["refit"]["dev_accuracy"] >= static["refit"]["dev_accuracy_before"]
     assert static["openvino"]["eval_accuracy"] >= fp32["eval_accuracy"] - 0.06
+
+
+def test_shadowed_openvino_build_is_named_in_the_error(tiny_bundle, monkeypatch):
+    """onnxruntime-openvino installed next to the CPU build (the CPU build's files won): say how to fix it."""
+    from edge_sent.runtime import session as session_mod
+
+    from edge_sent.errors import EdgeSentError
+
+    monkeypatch.setattr(session_mod, "_installed", lambda name: True)
+    monkeypatch.setattr(session_mod.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(EdgeSentError, match=r"shadows it.*openvino-venv\.sh"):
+        Classifier.load(tiny_bundle, provider="openvino")
+    monkeypatch.setattr(session_mod, "_installed", lambda name: name == "onnxruntime")
+    with pytest.raises(EdgeSentError, match="not available in this onnxruntime build"):
+        Classifier.load(tiny_bundle, provider="openvino")
