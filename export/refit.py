@@ -61,6 +61,22 @@ def load_refit_data(
     return RefitData(train, train_ids, dev, dev_ids, len(labels), head[0], head[1])
 
 
+def variants_to_refit(requested: tuple[str, ...], built: tuple[str, ...]) -> tuple[str, ...]:
+    names = built if "all" in requested else requested
+    stray = [n for n in names if n not in built]
+    if stray:
+        raise EdgeSentError(
+            f"--refit-head {stray[0]!r}: not a variant of this export (--quantize {','.join(built)}; or 'all')"
+        )
+    return tuple(names)
+
+
+def head_config(meta: dict) -> HeadConfig:
+    """The run's own head hyperparameters (head.json), so the refit trains the head the same way."""
+    known = HeadConfig.__dataclass_fields__
+    return HeadConfig(**{k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in known})
+
+
 def _pooled_type(model: onnx.ModelProto) -> int:
     """float16 in the fp16 variant (its head weights are float16), float32 elsewhere."""
     inits = {i.name: i.data_type for i in model.graph.initializer}

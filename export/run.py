@@ -19,7 +19,6 @@ from edge_sent.runtime.measure import MeasureRequest
 from edge_sent.runtime.readers import read_records
 from edge_sent.runtime.tokenize import TextEncoder
 from edge_sent.train.encoders import load_encoder
-from edge_sent.train.head import HeadConfig
 from edge_sent.train.model import SentimentModel
 from edge_sent.train.run import HEAD_WEIGHTS, load_head_meta
 from safetensors.torch import load_file
@@ -105,22 +104,6 @@ def _eval_set(config: ExportConfig, meta: dict) -> tuple[list[str], np.ndarray] 
     return data.texts[:n], ids[:n]
 
 
-def _refit_names(config: ExportConfig) -> tuple[str, ...]:
-    names = config.quantize if "all" in config.refit_head else config.refit_head
-    stray = [n for n in names if n not in config.quantize]
-    if stray:
-        raise EdgeSentError(
-            f"--refit-head {stray[0]!r}: not a variant of this export "
-            f"(--quantize {','.join(config.quantize)}; or 'all')"
-        )
-    return tuple(names)
-
-
-def _head_config(meta: dict) -> HeadConfig:
-    known = HeadConfig.__dataclass_fields__
-    return HeadConfig(**{k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in known})
-
-
 def export_bundle(config: ExportConfig) -> dict:
     started = time.perf_counter()
     unknown = [q for q in config.quantize if q not in QUANTIZE_CHOICES]
@@ -139,7 +122,7 @@ def export_bundle(config: ExportConfig) -> dict:
         if not calibration:
             raise EdgeSentError(f"{calib_path}: no calibration texts")
     eval_set = _eval_set(config, meta)
-    refit_names = _refit_names(config)
+    refit_names = refit.variants_to_refit(config.refit_head, config.quantize)
     ov_runner = runners.openvino_runner(config.openvino_python)
     _say(config, f"loading encoder {meta['encoder']['spec']}")
     encoder, model = _load_model(config.run_dir, meta)
@@ -235,7 +218,7 @@ def export_bundle(config: ExportConfig) -> dict:
                     tmp,
                     replace(request, provider=runner.name, precision=precision),
                     refit_data,
-                    _head_config(meta),
+                    refit.head_config(meta),
                 )
                 refit.replace_head(target, target, weight, bias)
                 entry["refit"]["fp32_dev_accuracy"] = variants["fp32"].get("dev_accuracy")
