@@ -36,20 +36,9 @@ class OpenVinoRunner:
         self.python = Path(python)
         if not self.python.is_file():
             raise EdgeSentError(f"--openvino-python {self.python}: no such interpreter")
-        probe = subprocess.run(
-            [
-                str(self.python),
-                "-c",
-                "import json, onnxruntime as o; print(json.dumps([o.__version__, o.get_available_providers()]))",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if probe.returncode != 0:
-            last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EdgeSentError(f"--openvino-python {self.python}: cannot import onnxruntime ({last})")
-        self.version, providers = json.loads(probe.stdout.strip().splitlines()[-1])
+        code = "import json, onnxruntime as o; print(json.dumps([o.__version__, o.get_available_providers()]))"
+        out = self._run(["-c", code], 120, f"--openvino-python {self.python}: cannot import onnxruntime")
+        self.version, providers = json.loads(out)
         if "OpenVINOExecutionProvider" not in providers:
             raise EdgeSentError(
                 f"--openvino-python {self.python}: onnxruntime {self.version} there has no OpenVINO provider "
@@ -61,20 +50,20 @@ class OpenVinoRunner:
             req = Path(tmp) / "request.json"
             payload = asdict(request) | {"outputs": list(request.outputs), "out": str(Path(tmp) / "out.npz")}
             req.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-            proc = subprocess.run(
-                [str(self.python), "-m", "edge_sent.runtime.measure", str(req)],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=3600,
-            )
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                raise EdgeSentError(f"OpenVINO measurement of {Path(request.model).name} failed: {last}")
+            failure = f"OpenVINO measurement of {Path(request.model).name} failed"
+            info = self._run(["-m", "edge_sent.runtime.measure", str(req)], 3600, failure)
             with np.load(payload["out"]) as data:
                 results = {name: data[name] for name in data.files}
-        return results, json.loads(proc.stdout.strip().splitlines()[-1])
+        return results, json.loads(info)
+
+    def _run(self, args: list[str], timeout: int, failure: str) -> str:
+        """Run this interpreter (without our PYTHONPATH); its last stdout line, or a one-line error."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        proc = subprocess.run([str(self.python), *args], capture_output=True, text=True, env=env, timeout=timeout)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgeSentError(f"{failure}: {last}")
+        return proc.stdout.strip().splitlines()[-1]
 
 
 def openvino_runner(python: Path | None) -> OpenVinoRunner | None:
