@@ -14,6 +14,8 @@ from edge_sent.runtime.session import physical_cores
 from edge_sent.runtime.tokenize import TextEncoder
 from edge_sent.train.model import SentimentModel
 
+from edge_sent.errors import EdgeSentError
+
 
 def select_texts(texts: list[str], encoder: TextEncoder, n: int) -> list[str]:
     """Up to n distinct texts whose token lengths spread from the shortest to the longest (max_length)."""
@@ -75,6 +77,32 @@ def parity(reference: np.ndarray, logits: np.ndarray) -> dict:
         "logit_spread": float((reference.max(axis=0) - reference.min(axis=0)).max()),
         "logit_std_across_texts": float(reference.std(axis=0).mean()),
     }
+
+
+PARITY_TOLERANCE = 1e-4  # × max(1, largest |logit|): the fp32 graph's contract with torch
+MIN_SPREAD = 10  # the logits must spread over at least this many tolerances, or parity proves nothing
+
+
+def gate_fp32(reference: np.ndarray, logits_1: np.ndarray, logits_padded: np.ndarray) -> dict:
+    """The fp32 parity record, or EdgeSentError refusing the export.
+
+    1e-4 absolute for logits of order one; relative to the logit scale beyond that (a head fitted on nearly
+    collapsed random-encoder features has large weights that scale fp32 rounding up with it). A reference
+    whose logits barely vary across the verification texts is refused too: a constant output would pass."""
+    record = parity(reference, logits_1) | {"max_abs_dlogit_padded": float(np.abs(reference - logits_padded).max())}
+    scale = max(1.0, float(np.abs(reference).max()))
+    tolerance = PARITY_TOLERANCE * scale
+    record |= {"logit_scale": scale, "tolerance": tolerance}
+    if record["logit_spread"] < MIN_SPREAD * tolerance:
+        raise EdgeSentError(
+            f"the model's logits are (nearly) constant across {len(reference)} verification texts (spread "
+            f"{record['logit_spread']:.1e} < {MIN_SPREAD * tolerance:.1e}): parity with torch proves nothing, "
+            "export refused"
+        )
+    worst = max(record["max_abs_dlogit"], record["max_abs_dlogit_padded"])
+    if worst > tolerance:
+        raise EdgeSentError(f"fp32 ONNX differs from torch by {worst:.2e} (> {tolerance:.1e}): export refused")
+    return record
 
 
 def agreement(fp32_probs: np.ndarray, probs: np.ndarray) -> dict:

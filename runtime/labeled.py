@@ -63,10 +63,15 @@ def label_ids(
     aliases: Sequence[Sequence[str]] = (),
     known_from: str = "the training data",
 ) -> np.ndarray:
-    """Map the data's labels to ids by name, or by an alias list that names the same positions."""
-    index = {name: i for i, name in enumerate(labels)}
+    """Map the data's labels to ids by name, or by an alias list that names the same positions.
+
+    A real label name always maps to its own position: an alias only applies to strings that are not
+    label names (bundle labels "1", "2" with position aliases "0", "1": "1" is label 0, not position 1).
+    """
+    index: dict[str, int] = {}
     for alias in aliases:
         index |= {name: i for i, name in enumerate(alias)}
+    index |= {name: i for i, name in enumerate(labels)}
     unseen = sorted(set(data.labels) - set(index))
     if unseen:
         raise EdgeSentError(

@@ -145,9 +145,11 @@ def eval_cmd(
 
     dataset = load_labeled(data, DataConfig(text_field=text_column, label_field=label_column))
     clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads, precision=precision)
-    # labels by name, or by their position as an id ("0", "1", ... as in ChnSentiCorp)
-    ids = [str(i) for i in range(len(clf.labels))]
-    y_true = label_ids(dataset, clf.labels, [ids], known_from="the bundle's labels")
+    # labels by name; else as the training data wrote them (bundles since 0.1 record them); else by their
+    # position as an id ("0", "1", ... as in ChnSentiCorp). A real name always keeps its own position.
+    positions = [str(i) for i in range(len(clf.labels))]
+    aliases = [positions, list(clf.manifest.data.get("data_labels", []))]
+    y_true = label_ids(dataset, clf.labels, aliases, known_from="the bundle's labels")
     start = time.perf_counter()
     preds = clf.predict(dataset.texts, batch_size=batch_size)
     seconds = time.perf_counter() - start
