@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "chnsenticorp"
+# CI sets $EDGE_SENT_OPENVINO_PYTHON for the OpenVINO tests; taken out of the environment here so that no
+# export takes the OpenVINO measurement path by accident: tests that want it pass `openvino_python` (or set
+# the variable themselves, to test that path).
+OPENVINO_PYTHON = os.environ.pop("EDGE_SENT_OPENVINO_PYTHON", None)
 
 
 def run_cli(*args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -15,12 +15,12 @@ from edge_sent.export.run import ExportConfig, export_bundle
 from edge_sent.runtime import Classifier
 from edge_sent.train.run import TrainConfig, train
 
-from tests.conftest import DATA, ROOT, assert_user_error
+from tests.conftest import DATA, OPENVINO_PYTHON, ROOT, assert_user_error
 
 
 @pytest.fixture(scope="session")
 def ov_python() -> Path:
-    chosen = os.environ.get("EDGE_SENT_OPENVINO_PYTHON") or str(ROOT / ".venv-ov" / "bin" / "python")
+    chosen = OPENVINO_PYTHON or str(ROOT / ".venv-ov" / "bin" / "python")
     if Path(chosen).is_file():
         return Path(chosen)
     if os.environ.get("CI"):
@@ -58,6 +58,46 @@ print(json.dumps({{"provider": clf.provider, "providers": clf.providers, "precis
     assert np.abs(ov - cpu).max() < 1e-4  # fp32 on OpenVINO = fp32 on the CPU provider
 
 
+def test_bf16_really_computes_in_bf16_and_every_node_runs_on_openvino(ov_python, tiny_bundle, tmp_path):
+    """The precision string is not enough: bf16 outputs must differ from fp32 ones on the same provider, and
+    onnxruntime's profiler must show every node on OpenVINO (no silent per-node fallback to the CPU provider)."""
+    code = f"""
+import json, os
+import onnxruntime as ort
+from edge_sent.runtime import Classifier
+from edge_sent.runtime.session import cpu_has_bf16
+real = ort.SessionOptions
+def profiled():
+    options = real()
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join({str(tmp_path)!r}, "profile")
+    return options
+ort.SessionOptions = profiled
+lines = open({str(DATA / "dev.tsv")!r}, encoding="utf-8").read().splitlines()
+texts = [line.split("\\t", 1)[1] for line in lines[1:41]]
+out = {{"bf16_cpu": cpu_has_bf16()}}
+for precision in ("auto", "fp32"):
+    clf = Classifier.load({str(tiny_bundle)!r}, provider="openvino", variant="fp32", precision=precision, strict=True)
+    probs = [[p.probabilities[label] for label in clf.labels] for p in clf.predict(texts)]
+    events = json.load(open(clf._session.end_profiling()))
+    nodes = [e["args"]["provider"] for e in events if e.get("cat") == "Node" and "provider" in e.get("args", {{}})]
+    out[precision] = {{"precision": clf.precision, "probs": probs, "node_providers": nodes}}
+print(json.dumps(out))
+"""
+    proc = _ov(ov_python, code=code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for precision in ("auto", "fp32"):
+        providers = out[precision]["node_providers"]
+        assert providers and set(providers) == {"OpenVINOExecutionProvider"}, (precision, providers)
+    if not out["bf16_cpu"]:
+        pytest.skip("this CPU has no AVX-512 BF16/AMX: auto is fp32 here")
+    assert out["auto"]["precision"] == "bf16" and out["fp32"]["precision"] == "fp32"
+    auto, fp32 = np.asarray(out["auto"]["probs"]), np.asarray(out["fp32"]["probs"])
+    assert np.ptp(fp32[:, 0]) > 1e-3  # outputs that differ across texts
+    assert np.abs(auto - fp32).max() > 1e-3  # bf16 rounding is visible: the hint reached OpenVINO
+
+
 def test_openvino_cli_and_its_errors(ov_python, tiny_bundle):
     ok = _ov(ov_python, "predict", str(tiny_bundle), "很好", "--provider", "openvino", "--precision", "bf16", "--json")
     assert ok.returncode == 0, ok.stderr
@@ -81,6 +121,23 @@ def test_openvino_cli_and_its_errors(ov_python, tiny_bundle):
     assert bench.returncode == 0, bench.stderr
     entry = json.loads(bench.stdout)["variants"]["fp32"]
     assert entry["provider"] == "OpenVINOExecutionProvider" and entry["precision"] in ("bf16", "fp32")
+
+
+def test_openvino_python_comes_from_the_option_or_the_environment(ov_python, monkeypatch):
+    from edge_sent.export import runners
+
+    monkeypatch.delenv(runners.OPENVINO_PYTHON_ENV, raising=False)
+    assert runners.openvino_runner(None) is None  # neither given: the export measures on the CPU only
+    assert runners.openvino_runner(ov_python).python == ov_python
+    monkeypatch.setenv(runners.OPENVINO_PYTHON_ENV, str(ov_python))
+    runner = runners.openvino_runner(None)
+    assert runner is not None and runner.python == ov_python and runner.version
+
+
+def test_an_export_without_openvino_records_that_it_was_not_measured(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["openvino"] == {"measured": False, "onnxruntime": None}
+    assert not any("openvino" in v for v in manifest["variants"].values())
 
 
 def test_bad_openvino_python_is_a_clear_error(tiny_run, tmp_path):
