@@ -94,7 +94,7 @@ def _delimited(
     if kind == "tsv":
         reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(lines)
+        reader = csv.reader(lines, strict=True)  # a stray or unclosed quote is an error, not a merged row
     try:
         header = next(reader)
     except StopIteration:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,33 @@ def test_txt_reads_one_text_per_line(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("一\n\n二\r\n")
     assert [r.text for r in read_records(path)] == ["一", "", "二"]
+
+
+def test_malformed_csv_rows_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text('label,text_a\n1,"fine, quoted"\n0,too,many\n')
+    assert _error(path) == f"{path}:3: malformed row: 3 fields, header has 2"
+    path.write_text('label,text_a\n1,ok\n0,"never closed\n')
+    assert f"{path}:" in _error(path) and "malformed row" in _error(path)
+
+
+def test_missing_jsonl_key_lists_the_keys_found(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text_a": "a", "label": 1}\n{"text": "b", "label": 0}\n')
+    assert _error(path) == f"{path}:2: no key 'text_a'; keys found: text, label"
+    path.write_text('{"text_a": "a", "label": 1}\n{"text_a": "b", "stars": 0}\n')
+    assert _error(path) == f"{path}:2: no key 'label'; keys found: text_a, stars"
+    path.write_text('{"text_a": 3, "label": 1}\n')
+    assert _error(path) == f"{path}:1: 'text_a' must be a string, got int"
+
+
+def test_emoji_become_unk_and_control_characters_are_cleaned():
+    from edge_sent.runtime.tokenize import TextEncoder
+
+    from edge_sent.assets import __file__ as assets
+
+    encoder = TextEncoder(Path(assets).parent / "bert-base-chinese" / "tokenizer.json", 64)
+    emoji, control = encoder.encode(["好😀👍", "a\x00b\tc\x07"])
+    tokens = [encoder.tokenizer.id_to_token(int(i)) for i in emoji.ids]
+    assert tokens == ["[CLS]", "好", "[UNK]", "[SEP]"]
+    assert [encoder.tokenizer.id_to_token(int(i)) for i in control.ids] == ["[CLS]", "ab", "c", "[SEP]"]

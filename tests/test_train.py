@@ -164,3 +164,27 @@ def test_cli_unseen_dev_label_and_unknown_encoder(tmp_path):
     assert_user_error(proc, "unknown synthetic encoder 'random:huge'")
     proc = run_cli("train", "--train", str(tmp_path / "nope.tsv"), "--out", str(tmp_path / "r"))
     assert_user_error(proc, "nope.tsv: file not found")
+
+
+def test_empty_training_texts_are_skipped_and_reported(tmp_path):
+    train_p, dev_p = _small(tmp_path, 40)
+    with open(train_p, "a", encoding="utf-8") as handle:
+        handle.write("1\t   \n0\t\n")
+    with open(dev_p, "a", encoding="utf-8") as handle:
+        handle.write("1\t \n")
+    proc = run_cli(
+        "train", "--train", str(train_p), "--dev", str(dev_p), "--encoder", "random:tiny", "--max-length", "32",
+        "--out", str(tmp_path / "r"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["skipped_empty"] == {"train": 2, "dev": 1}
+    assert report["n_train"] == 40 and report["n_dev"] == 20
+
+
+def test_export_eval_label_absent_from_training_is_named(tiny_run, tmp_path):
+    data = tmp_path / "eval.tsv"
+    data.write_text("label\ttext_a\n0\t好\n5\t差\n", encoding="utf-8")
+    proc = run_cli("export", str(tiny_run), "--out", str(tmp_path / "b"), "--eval", str(data))
+    assert_user_error(proc, "label '5' does not occur in the run's labels")
+    assert not (tmp_path / "b").exists()
