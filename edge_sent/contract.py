@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_sent.errors import BundleError
+from edge_sent.variants import QUANTIZE_CHOICES, VARIANT_FILES
+
+__all__ = ["QUANTIZE_CHOICES", "VARIANT_FILES"]  # re-exported: the table lives in edge_sent.variants
 
 FORMAT = "edge-sent/bundle"
 FORMAT_VERSION = 1
@@ -19,16 +22,7 @@ MANIFEST = "manifest.json"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 
-# variant name -> file name (the names follow the Hugging Face / Optimum habit)
-VARIANT_FILES: dict[str, str] = {
-    "fp32": "model.onnx",
-    "int8": "model_quantized.onnx",
-    "int8-static": "model_qdq.onnx",
-    "fp16": "model_fp16.onnx",
-    "int4": "model_q4.onnx",
-}
 PORTABLE_FILE = "model_portable.onnx"  # standard ONNX ops only (no ORT contrib fusions): TensorRT & co.
-QUANTIZE_CHOICES = ("int8", "int8-static", "fp16", "int4")
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits", "probabilities")
 TMP_PREFIX = ".edge-sent-tmp-"  # temporary bundle directories: recognisable, cleaned by the next export

@@ -15,6 +15,7 @@ from edge_sent.runtime.tokenize import TextEncoder
 from edge_sent.train.model import SentimentModel
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.variants import VARIANT_TABLE
 
 
 def select_texts(texts: list[str], encoder: TextEncoder, n: int) -> list[str]:
@@ -119,7 +120,7 @@ def accuracy(probs: np.ndarray, label_ids: np.ndarray) -> float:
 
 
 # variant -> the precision it is measured at on the OpenVINO provider ("auto" = bf16 where the CPU has it)
-OPENVINO_TARGETS = {"fp32": "bf16", "int8-static": "auto"}
+OPENVINO_TARGETS = {s.name: s.openvino_precision for s in VARIANT_TABLE if s.openvino_precision}
 
 
 def on_openvino(

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 from edge_sent.runtime.classifier import Classifier
+from edge_sent.runtime.session import resolve_provider
 
 from edge_sent import __version__
+from edge_sent.variants import VARIANTS
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,10 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
     from edge_sent.contract import read_manifest
 
     manifest = read_manifest(bundle)
-    names = config.variants or tuple(v for v in manifest.variants if v != "fp16" or config.provider == "cuda")
+    provider = resolve_provider(config.provider)
+    names = config.variants or tuple(
+        v for v in manifest.variants if v not in VARIANTS or VARIANTS[v].runs_on_provider(provider)
+    )
     classifiers = {
         v: Classifier.load(
             bundle, variant=v, provider=config.provider, threads=config.threads, precision=config.precision

@@ -20,8 +20,8 @@ from edge_sent.runtime.tokenize import TextEncoder
 
 from edge_sent.contract import TOKENIZER, Manifest, check_file, read_manifest
 from edge_sent.errors import BundleError, EdgeSentError
-
-GPU_PROVIDERS = ("cuda", "tensorrt")
+from edge_sent.providers import provider_spec
+from edge_sent.variants import REFERENCE, VARIANTS, auto_preference
 
 
 @dataclass(frozen=True)
@@ -43,16 +43,19 @@ class Prediction:
 
 
 def choose_variant(manifest: Manifest, variant: str, provider: str) -> str:
-    """`auto`: int8 on CPU, fp16 on CUDA, fp32 elsewhere or when the preferred one is absent."""
+    """`auto`: the variant table's preference for the provider (int8 on CPU, fp16 on CUDA/TensorRT) when the
+    bundle has it, else fp32. A named variant must be in the bundle and run on the provider."""
     available = manifest.variants
     if variant == "auto":
-        preferred = {"cpu": "int8", "cuda": "fp16", "tensorrt": "fp16"}.get(provider, "fp32")
-        return preferred if preferred in available else "fp32"
+        return next((name for name in auto_preference(provider) if name in available), REFERENCE)
     manifest.variant_file(variant)  # raises, naming the variants the bundle has
-    if variant == "fp16" and provider not in GPU_PROVIDERS:
+    spec = VARIANTS.get(variant)
+    if spec is not None and not spec.runs_on_provider(provider):
+        runnable = ", ".join(s.name for s in VARIANTS.values() if s.runs_on_provider(provider) and s.name in available)
+        homes = spec.runs_on or ()
         raise EdgeSentError(
-            "the fp16 variant runs on CUDA only (fp16 on CPU is slower than fp32); "
-            "use --variant int8 or fp32 on CPU, or --provider cuda"
+            f"the {variant} variant runs on {spec.device or '/'.join(homes)} only ({spec.refused_reason}); "
+            f"use --variant {runnable or REFERENCE} on {provider}, or --provider {homes[0]}"
         )
     return variant
 
@@ -107,7 +110,7 @@ class Classifier:
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on ready-made int64 inputs; returns the probabilities (used by benchmarks)."""
-        if self.provider in GPU_PROVIDERS:
+        if provider_spec(self.provider).gpu:
             binding = self._session.io_binding()
             for name, value in feeds.items():
                 binding.bind_cpu_input(name, value)

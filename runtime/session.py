@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import warnings
@@ -13,14 +12,9 @@ from pathlib import Path
 import onnxruntime as ort
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.providers import PROVIDER_CHOICES, PROVIDERS, provider_spec
 
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-}
-PROVIDER_CHOICES = ("auto", *PROVIDERS)
+__all__ = ["PROVIDERS", "PROVIDER_CHOICES", "SessionConfig", "create_session", "resolve_precision", "resolve_provider"]
 
 
 class ProviderFallbackWarning(RuntimeWarning):
@@ -76,14 +70,12 @@ def resolve_provider(requested: str) -> str:
     """Map a provider choice to a short name, checked against this onnxruntime build."""
     available = ort.get_available_providers()
     if requested == "auto":
-        if PROVIDERS["cuda"] in available:
+        if PROVIDERS["cuda"].ort_name in available:
             return "cuda"
-        if PROVIDERS["openvino"] in available and platform.machine().lower() in ("x86_64", "amd64"):
+        if PROVIDERS["openvino"].ort_name in available and platform.machine().lower() in ("x86_64", "amd64"):
             return "openvino"
         return "cpu"
-    if requested not in PROVIDERS:
-        raise EdgeSentError(f"unknown provider {requested!r} (choose from {', '.join(PROVIDER_CHOICES)})")
-    if PROVIDERS[requested] not in available:
+    if provider_spec(requested).ort_name not in available:
         if requested == "openvino" and _installed("onnxruntime-openvino") and _installed("onnxruntime"):
             raise EdgeSentError(
                 "provider 'openvino': onnxruntime-openvino is installed, but the CPU build (onnxruntime) shadows it "
@@ -97,27 +89,15 @@ def resolve_provider(requested: str) -> str:
     return requested
 
 
-def _provider_list(name: str, precision: str) -> list:
-    if name == "cpu":
-        return [PROVIDERS["cpu"]]
-    if name == "cuda":
-        return [PROVIDERS["cuda"], PROVIDERS["cpu"]]
-    if name == "tensorrt":
-        return [PROVIDERS["tensorrt"], PROVIDERS["cuda"], PROVIDERS["cpu"]]
-    hint = "bf16" if precision == "bf16" else "f32"
-    options = {"device_type": "CPU", "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}})}
-    return [(PROVIDERS["openvino"], options), PROVIDERS["cpu"]]
-
-
 def resolve_precision(provider: str, precision: str) -> str:
     if precision not in ("auto", "fp32", "bf16"):
         raise EdgeSentError(f"unknown precision {precision!r} (choose from auto, fp32, bf16)")
-    if provider != "openvino":
-        if precision == "bf16":
-            raise EdgeSentError("precision bf16 needs the OpenVINO provider (--provider openvino)")
-        return "fp32"
+    spec = provider_spec(provider)
     if precision == "auto":
-        return "bf16" if cpu_has_bf16() else "fp32"
+        return "bf16" if "bf16" in spec.precisions and cpu_has_bf16() else "fp32"
+    if precision not in spec.precisions:
+        able = [p.name for p in PROVIDERS.values() if precision in p.precisions]
+        raise EdgeSentError(f"precision {precision} needs the {' or '.join(able)} provider (--provider {able[0]})")
     return precision
 
 
@@ -132,12 +112,12 @@ def create_session(model_path: Path, provider: str, config: SessionConfig) -> or
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=_provider_list(provider, precision)
+            str(model_path), sess_options=options, providers=provider_spec(provider).session_providers(precision)
         )
     except Exception as exc:  # onnxruntime raises its own exception types without a common base
         raise EdgeSentError(f"{model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
     used = session.get_providers()
-    if PROVIDERS[provider] not in used:
+    if provider_spec(provider).ort_name not in used:
         message = f"requested provider {provider!r} is not running this model; onnxruntime fell back to {used[0]}"
         if config.strict:
             raise EdgeSentError(message)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edge_sent.cli.common import console, print_json, split_choices, user_errors
+from edge_sent.providers import PROVIDER_HELP
 
 
 @user_errors
@@ -19,7 +20,7 @@ def bench_cmd(
     batch_size: Annotated[int, typer.Option(help="Batch size of the latency grid.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed runs per variant and length (after warm-up).")] = 50,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")] = None,
-    provider: Annotated[str, typer.Option(help="auto, cpu, cuda, tensorrt, openvino.")] = "cpu",
+    provider: Annotated[str, typer.Option(help=f"{PROVIDER_HELP}.")] = "cpu",
     precision: Annotated[str, typer.Option(help="OpenVINO only: fp32, bf16 or auto.")] = "auto",
     data: Annotated[
         Path | None, typer.Option(help="Texts (txt/tsv/csv/jsonl) for a throughput run at batch 32.")

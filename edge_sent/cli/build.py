@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from edge_sent.cli.common import console, err_console, print_json, split_choices, user_errors
-from edge_sent.contract import QUANTIZE_CHOICES
 from edge_sent.errors import EdgeSentError
+from edge_sent.variants import QUANTIZE_CHOICES
 
 RANDOM_NOTE = (
     "NOTE: encoder {spec} has RANDOM weights (no pretrained weights are downloaded on this machine): "

@@ -14,9 +14,11 @@ from rich.table import Table
 from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
 from edge_sent.contract import read_manifest, verify_bundle
 from edge_sent.errors import EdgeSentError
+from edge_sent.providers import PROVIDER_HELP
+from edge_sent.variants import variant_help
 
-VariantOpt = Annotated[str, typer.Option(help="auto (int8 on CPU, fp16 on CUDA), fp32, int8, int8-static, fp16, int4.")]
-ProviderOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, tensorrt or openvino.")]
+VariantOpt = Annotated[str, typer.Option(help=variant_help())]
+ProviderOpt = Annotated[str, typer.Option(help=f"{PROVIDER_HELP}.")]
 PrecisionOpt = Annotated[
     str, typer.Option(help="OpenVINO only: fp32, bf16, or auto (bf16 where the CPU has AVX-512 BF16 or AMX).")
 ]
