@@ -26,8 +26,9 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import EdgeSent, OptimumInt8, TorchEager
+
+from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds, time_calls
-from edge_sent.runtime.readers import read_records
 
 
 def bert_ops(cfg: dict, batch: int, length: int) -> float:

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from edge_sent.runtime import Classifier
-from edge_sent.runtime.tokenize import TextEncoder
 from safetensors.numpy import load_file
+
+from edge_sent.runtime import Classifier
+from edge_sent.tokenization import Tokenizer
 
 # torch, transformers and optimum are imported inside the contenders that need them, so the torch-free
 # ones (Optimum's saved graph, edge-sent on any provider) also run in the OpenVINO venv (benchmarks/openvino.py)
 
 
-def _pad_in_order(tok: TextEncoder, texts: list[str], batch: int, fixed: int | None):
+def _pad_in_order(tok: Tokenizer, texts: list[str], batch: int, fixed: int | None):
     """Batches in input order, padded to the longest text of the batch or to a fixed length."""
     for b in tok.batches(tok.encode(texts), batch, order=np.arange(len(texts))):
         if fixed is not None and b.input_ids.shape[1] < fixed:
@@ -35,6 +36,7 @@ class TorchEager:
 
     def __init__(self, run_dir: Path, threads: int, fixed_length: int | None, name: str):
         import torch
+
         from edge_sent.train.encoders import load_encoder
         from edge_sent.train.model import SentimentModel
 
@@ -44,7 +46,7 @@ class TorchEager:
         head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
         head.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         self.model = SentimentModel(encoder.model, meta["pooling"], head).eval()
-        self.tok = TextEncoder(encoder.tokenizer_file, int(meta["max_length"]))
+        self.tok = Tokenizer(encoder.tokenizer_file, int(meta["max_length"]))
         self.threads, self.fixed, self.name = threads, fixed_length, name
 
     def run(self, feeds):
@@ -65,7 +67,7 @@ class _OptimumHead:
         meta = json.loads((run_dir / "head.json").read_text())
         head = load_file(str(run_dir / "head.safetensors"))
         self.w, self.b = head["weight"].T, head["bias"]
-        self.tok = TextEncoder(tokenizer_file, int(meta["max_length"]))
+        self.tok = Tokenizer(tokenizer_file, int(meta["max_length"]))
         self.session = session
         self.inputs = {i.name for i in session.get_inputs()}
         self.name = "(c) Optimum int8"
@@ -85,9 +87,10 @@ class OptimumInt8(_OptimumHead):
     the head applied on the [CLS] row of its output; batches in input order, padded to the longest."""
 
     def __init__(self, run_dir: Path, threads: int, workdir: Path | None = None):
-        from edge_sent.train.encoders import load_encoder
         from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
         from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+
+        from edge_sent.train.encoders import load_encoder
 
         meta = json.loads((run_dir / "head.json").read_text())
         encoder = load_encoder(meta["encoder"]["spec"])

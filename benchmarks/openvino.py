@@ -23,8 +23,9 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import EdgeSent, OptimumGraph
+
+from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds
-from edge_sent.runtime.readers import read_records
 
 ANCHOR = "(c) Optimum int8"
 

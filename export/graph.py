@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from edge_sent.train.model import SentimentModel
 from onnx import helper, numpy_helper
 
 from edge_sent.contract import INPUT_NAMES, OUTPUT_NAMES
 from edge_sent.errors import EdgeSentError
+from edge_sent.train.model import SentimentModel
 
 OPSET = 17
 POOLED = "pooled"  # the [CLS]/mean vector that feeds the head: a stable name for refit and feature outputs

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from edge_sent.runtime.tokenize import TextEncoder
+
+from edge_sent.tokenization import Tokenizer
 
 for _name in ("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer", ""):
     logging.getLogger(_name).setLevel(logging.ERROR)  # onnxruntime's quantizer logs advice on the root logger
@@ -41,7 +42,7 @@ def quantize_int8(fused: Path, out: Path) -> None:
 class _Calibration:
     """onnxruntime CalibrationDataReader over padded batches of calibration texts."""
 
-    def __init__(self, encoder: TextEncoder, texts: list[str], batch_size: int = 8) -> None:
+    def __init__(self, encoder: Tokenizer, texts: list[str], batch_size: int = 8) -> None:
         self._batches: Iterator = iter(list(encoder.batches(encoder.encode(texts), batch_size)))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -52,7 +53,7 @@ class _Calibration:
         pass
 
 
-def quantize_int8_static(raw: Path, out: Path, encoder: TextEncoder, texts: list[str]) -> None:
+def quantize_int8_static(raw: Path, out: Path, encoder: Tokenizer, texts: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

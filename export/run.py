@@ -1,4 +1,9 @@
-"""`edge-sent export`: RUN_DIR -> a verified bundle with the requested quantized variants."""
+"""`edge-sent export`: RUN_DIR -> a verified bundle with the requested quantized variants.
+
+Named steps, each reading the record `prepare` made: build the fp32 graph, gate it against torch, then for
+each variant build it (export/variants.py), refit its head if asked, measure it on the CPU engine; measure the
+OpenVINO targets there; write config, tokenizer and manifest; rename the staging directory into place.
+"""
 
 from __future__ import annotations
 
@@ -6,55 +11,37 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
-from edge_sent.export import graph, quantize, refit, runners, verify
-from edge_sent.export.bundle import finalize_manifest, hf_config, staging_dir, write_json
-from edge_sent.runtime.labeled import DataConfig, label_ids, load_labeled
-from edge_sent.runtime.measure import MeasureRequest
-from edge_sent.runtime.readers import read_records
-from edge_sent.runtime.tokenize import TextEncoder
-from edge_sent.train.encoders import load_encoder
-from edge_sent.train.model import SentimentModel
-from edge_sent.train.run import HEAD_WEIGHTS, load_head_meta
-from safetensors.torch import load_file
 
 from edge_sent import __version__
-from edge_sent.contract import (
-    FORMAT,
-    FORMAT_VERSION,
-    PORTABLE_FILE,
-    QUANTIZE_CHOICES,
-    TOKENIZER,
-    VARIANT_FILES,
-)
+from edge_sent.contract import CONFIG, FORMAT, FORMAT_VERSION, PORTABLE_FILE, TOKENIZER, VARIANT_FILES
 from edge_sent.errors import EdgeSentError
+from edge_sent.export import graph, refit, runners, verify
+from edge_sent.export.bundle import finalize_manifest, hf_config, staging_dir, write_json
+from edge_sent.export.prepare import ExportConfig, Prepared, load_model, prepare, texts_from
+from edge_sent.export.variants import BUILDERS, BuildInputs
 from edge_sent.progress import stderr
+from edge_sent.runtime.measure import MeasureRequest
+from edge_sent.variants import REFERENCE, VARIANTS
+
+__all__ = ["ExportConfig", "export_bundle"]
+_load_model, _texts_from = load_model, texts_from  # the names tests and benchmarks import
 
 VERIFY_BATCH = 8  # dynamic int8 scales activations per batch: recorded so the labels can be reproduced
+EVAL_BATCH = 32
 
 
 @dataclass(frozen=True)
-class ExportConfig:
-    run_dir: Path
-    out: Path
-    quantize: tuple[str, ...] = ("int8",)
-    calibration: Path | None = None
-    calibration_size: int = 128
-    eval: Path | None = None
-    eval_limit: int | None = None
-    verify_size: int = 64
-    portable: bool = False
-    force: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
-    quiet: bool = False
-    refit_head: tuple[str, ...] = ()  # variants whose head is refitted on their own features ("all": every one)
-    refit_data: Path | None = None  # labelled training data for the refit (default: the run's own)
-    openvino_python: Path | None = None  # an interpreter with onnxruntime-openvino: measure/refit there
+class Reference:
+    """What fp32 answered: every variant is measured against it."""
+
+    probs: np.ndarray  # verification texts, at batch 1
+    torch_logits: np.ndarray
+    eval_probs: np.ndarray | None
 
 
 def _checkpoint(stage: str) -> None:
@@ -63,215 +50,173 @@ def _checkpoint(stage: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _say(config: ExportConfig, message: str) -> None:
-    if not config.quiet:
-        stderr.print(f"[dim]export:[/dim] {message}")
+def _sayer(config: ExportConfig):
+    def say(message: str) -> None:
+        if not config.quiet:
+            stderr.print(f"[dim]export:[/dim] {message}")
+
+    return say
 
 
-def _texts_from(path: Path, text_field: str, limit: int | None = None) -> list[str]:
-    texts = []
-    for record in read_records(path, text_field=text_field):
-        if record.text.strip():
-            texts.append(record.text)
-        if limit and len(texts) >= limit:
-            break
-    return texts
+def build_fp32(job: Prepared, tmp: Path) -> dict:
+    """Trace encoder + pooling + head into one standard-ops graph, fuse it for onnxruntime (counts asserted)."""
+    raw = tmp / PORTABLE_FILE
+    _checkpoint("start")
+    graph.export_raw(job.model, raw)
+    _checkpoint("traced")
+    counts = graph.fuse(raw, tmp / VARIANT_FILES[REFERENCE], job.geometry, cls_only=job.cls_only)
+    return {"file": VARIANT_FILES[REFERENCE], "ops": counts, "last_layer_cls_only": job.cls_only}
 
 
-def _load_model(run_dir: Path, meta: dict):
-    encoder = load_encoder(meta["encoder"]["spec"])
-    if encoder.identity != meta["encoder"]["identity"]:
-        raise EdgeSentError(
-            f"encoder {meta['encoder']['spec']!r} now loads different weights than it did for training "
-            f"({run_dir}); retrain or point --encoder at the original weights"
-        )
+def gate_fp32(job: Prepared, tmp: Path, entry: dict) -> Reference:
+    """fp32 ONNX against torch (batch 1 and shuffled padded batches): refuse the export on a mismatch."""
+    reference = verify.torch_logits(job.model, job.tokenizer, job.verify_texts)
+    fp32 = verify.engine(tmp / entry["file"], job.tokenizer)
+    logits_1, probs = verify.onnx_outputs(fp32, job.verify_texts, batch_size=1)
+    logits_b, _ = verify.onnx_outputs(fp32, job.verify_texts, batch_size=VERIFY_BATCH, shuffle=True)
+    entry["vs_torch"] = verify.gate_fp32(reference, logits_1, logits_b)
+    entry["verified_on"] = fp32.providers[0]
+    entry["verification_labels"] = probs.argmax(axis=1).tolist()
+    eval_probs = None
+    if job.eval_set is not None:
+        _, eval_probs = verify.onnx_outputs(fp32, job.eval_set[0], batch_size=EVAL_BATCH)
+        entry["eval_accuracy"] = verify.accuracy(eval_probs, job.eval_set[1])
+    if job.refit_data is not None and job.refit_data.dev is not None and job.refit_data.dev_ids is not None:
+        _, dev_probs = verify.onnx_outputs(fp32, job.refit_data.dev.texts, batch_size=EVAL_BATCH)
+        entry["dev_accuracy"] = verify.accuracy(dev_probs, job.refit_data.dev_ids)
+    return Reference(probs, reference, eval_probs)
+
+
+def build_variant(job: Prepared, tmp: Path, name: str) -> dict:
+    target = tmp / VARIANT_FILES[name]
+    _checkpoint(f"variant:{name}")
+    started = time.perf_counter()
+    inputs = BuildInputs(
+        tmp / VARIANT_FILES[REFERENCE], tmp / PORTABLE_FILE, job.geometry, job.cls_only, job.tokenizer, job.calibration
+    )
+    BUILDERS[name](inputs, target)
+    entry: dict = {
+        "file": target.name,
+        "build_s": round(time.perf_counter() - started, 2),
+        "ops": graph.op_counts(onnx.load(str(target), load_external_data=False)),
+    }
+    if VARIANTS[name].needs_calibration:
+        entry["calibration"] = {"source": str(job.calibration_source), "n_texts": len(job.calibration)}
+        entry["calibration"]["method"] = "minmax"
+    return entry
+
+
+def _request(job: Prepared) -> MeasureRequest:
+    return MeasureRequest(
+        model="", tokenizer=str(job.encoder.tokenizer_file), max_length=job.max_length, texts=job.verify_texts
+    )
+
+
+def refit_variant(job: Prepared, tmp: Path, name: str, entry: dict, fp32_dev_accuracy: float | None) -> None:
+    """Refit the variant's head on the features its own graph produces (on OpenVINO for its targets)."""
+    assert job.refit_data is not None
+    on_openvino = job.openvino is not None and VARIANTS[name].openvino_precision is not None
+    runner: runners.CpuRunner | runners.OpenVinoRunner = job.openvino if on_openvino else runners.CpuRunner()
+    precision = VARIANTS[name].openvino_precision or "auto"
+    _sayer(job.config)(
+        f"refitting the {name} head on its own features ({runner.name}, {len(job.refit_data.train)} texts)"
+    )
+    target = tmp / entry["file"]
+    request = replace(_request(job), provider=runner.name, precision=precision)
+    weight, bias, entry["refit"] = refit.refit_head(
+        runner, target, tmp, request, job.refit_data, refit.head_config(job.meta)
+    )
+    refit.replace_head(target, target, weight, bias)
+    entry["refit"]["fp32_dev_accuracy"] = fp32_dev_accuracy
+
+
+def measure_variant(job: Prepared, tmp: Path, entry: dict, ref: Reference) -> None:
+    """The variant on the runtime's CPU engine: against torch, against fp32, and on the eval set."""
     try:
-        weights = load_file(str(run_dir / HEAD_WEIGHTS))
-    except Exception as exc:  # safetensors raises its own error types
-        raise EdgeSentError(f"{run_dir / HEAD_WEIGHTS}: cannot read ({exc})") from None
-    head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
-    head.load_state_dict(weights)
-    return encoder, SentimentModel(encoder.model, meta["pooling"], head).eval()
+        engine = verify.engine(tmp / entry["file"], job.tokenizer)
+    except EdgeSentError as exc:  # fp16 kernels are CUDA-only for several fused ops
+        entry["verified_on"] = None
+        entry["not_verified_reason"] = f"onnxruntime CPU cannot run it ({str(exc)[:200]})"
+        return
+    logits, probs = verify.onnx_outputs(engine, job.verify_texts, batch_size=VERIFY_BATCH)
+    entry["verified_on"] = engine.providers[0]
+    entry["vs_torch"] = {"max_abs_dlogit": float(np.abs(ref.torch_logits - logits).max())}
+    entry["vs_fp32"] = verify.agreement(ref.probs, probs)
+    entry["verification_labels"] = probs.argmax(axis=1).tolist()
+    if job.eval_set is not None and ref.eval_probs is not None:
+        _, probs_eval = verify.onnx_outputs(engine, job.eval_set[0], batch_size=EVAL_BATCH)
+        entry["eval_accuracy"] = verify.accuracy(probs_eval, job.eval_set[1])
+        entry["eval_vs_fp32"] = verify.agreement(ref.eval_probs, probs_eval)
 
 
-def _eval_set(config: ExportConfig, meta: dict) -> tuple[list[str], np.ndarray] | None:
-    if config.eval is None:
-        return None
-    data = load_labeled(config.eval, config.data)
-    ids = label_ids(data, meta["labels"], [meta.get("data_labels", [])], known_from="the run's labels")
-    n = config.eval_limit or len(data)
-    return data.texts[:n], ids[:n]
+def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
+    labels = list(job.meta["labels"])
+    verification = {
+        "source": str(job.source),
+        "n_texts": len(job.verify_texts),
+        "texts_sha256": verify.texts_sha256(job.verify_texts),
+        "batch_size": VERIFY_BATCH,
+        "eval": str(job.config.eval) if job.config.eval else None,
+        "eval_n": len(job.eval_set[0]) if job.eval_set else 0,
+    }
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "edge_sent_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "encoder": job.meta["encoder"] | {"random_weights": job.encoder.is_random},
+        "labels": labels,
+        "data_labels": list(job.meta.get("data_labels", labels)),  # the labels as the training data wrote them
+        "max_length": job.max_length,
+        "pooling": job.meta["pooling"],
+        "portable_file": PORTABLE_FILE if job.config.portable else None,
+        "verification": verification,
+        "variants": variants,
+        "openvino": {
+            "measured": job.openvino is not None,
+            "onnxruntime": job.openvino.version if job.openvino else None,
+        },
+        "export_s": round(time.perf_counter() - job.started, 1),
+    }
+
+
+def write_bundle(job: Prepared, tmp: Path, variants: dict[str, dict]) -> dict:
+    """Tokenizer, Hugging Face config and the manifest (last: it hashes every other file)."""
+    if not job.config.portable:
+        (tmp / PORTABLE_FILE).unlink()
+    shutil.copyfile(job.encoder.tokenizer_file, tmp / TOKENIZER)
+    labels = list(job.meta["labels"])
+    write_json(tmp / CONFIG, hf_config(job.encoder.config, labels, job.max_length, job.meta["pooling"]))
+    manifest = manifest_record(job, variants)
+    _checkpoint("manifest")
+    return finalize_manifest(tmp, manifest)
 
 
 def export_bundle(config: ExportConfig) -> dict:
-    started = time.perf_counter()
-    unknown = [q for q in config.quantize if q not in QUANTIZE_CHOICES]
-    if unknown:
-        raise EdgeSentError(f"unknown --quantize value {unknown[0]!r} (choose from {', '.join(QUANTIZE_CHOICES)})")
-    meta = load_head_meta(config.run_dir)
-    if config.out.exists() and not config.force:
-        raise EdgeSentError(f"{config.out} already exists (use --force to replace it)")
-    calib_path = config.calibration or config.run_dir / meta["files"]["calibration"]
-    calibration: list[str] = []
-    if "int8-static" in config.quantize:
-        if not Path(calib_path).is_file():
-            raise EdgeSentError(f"calibration data not found: {calib_path}")
-        field_name = "text" if calib_path.suffix == ".jsonl" and config.calibration is None else config.data.text_field
-        calibration = _texts_from(calib_path, field_name, config.calibration_size)
-        if not calibration:
-            raise EdgeSentError(f"{calib_path}: no calibration texts")
-    eval_set = _eval_set(config, meta)
-    refit_names = refit.variants_to_refit(config.refit_head, config.quantize)
-    ov_runner = runners.openvino_runner(config.openvino_python)
-    _say(config, f"loading encoder {meta['encoder']['spec']}")
-    encoder, model = _load_model(config.run_dir, meta)
-    refit_data = None
-    if refit_names:
-        head = (model.head.weight.detach().numpy(), model.head.bias.detach().numpy())
-        refit_data = refit.load_refit_data(config.run_dir, meta, config.refit_data, config.data, head)
-    tokenizer = TextEncoder(encoder.tokenizer_file, int(meta["max_length"]))
-    geometry = graph.Geometry.from_config(encoder.config)
-    source = config.run_dir / (meta["files"].get("dev") or meta["files"]["calibration"])
-    verify_texts = verify.select_texts(_texts_from(source, "text"), tokenizer, config.verify_size)
-
+    say = _sayer(config)
+    job = prepare(config, say)
     with staging_dir(config.out, config.force) as tmp:
-        raw = tmp / PORTABLE_FILE
-        _say(config, "tracing encoder + pooling + head into one ONNX graph")
-        _checkpoint("start")
-        graph.export_raw(model, raw)
-        _checkpoint("traced")
-        _say(config, "fusing with onnxruntime's transformer optimizer")
-        cls_only = meta["pooling"] == "cls"
-        counts = graph.fuse(raw, tmp / VARIANT_FILES["fp32"], geometry, cls_only=cls_only)
-
-        _say(config, f"verifying fp32 against torch on {len(verify_texts)} texts")
-        reference = verify.torch_logits(model, tokenizer, verify_texts)
-        fp32 = verify.session(tmp / VARIANT_FILES["fp32"])
-        logits_1, probs_fp32 = verify.onnx_outputs(fp32, tokenizer, verify_texts, batch_size=1)
-        logits_b, _ = verify.onnx_outputs(fp32, tokenizer, verify_texts, batch_size=8, shuffle=True)
-        parity = verify.gate_fp32(reference, logits_1, logits_b)
-        variants: dict[str, dict] = {
-            "fp32": {
-                "file": VARIANT_FILES["fp32"],
-                "ops": counts,
-                "last_layer_cls_only": cls_only,
-                "vs_torch": parity,
-                "verified_on": "CPUExecutionProvider",
-                "verification_labels": probs_fp32.argmax(axis=1).tolist(),
-            }
-        }
-        eval_fp32 = None
-        if eval_set is not None:
-            _, eval_fp32 = verify.onnx_outputs(fp32, tokenizer, eval_set[0], batch_size=32)
-            variants["fp32"]["eval_accuracy"] = verify.accuracy(eval_fp32, eval_set[1])
-        if refit_data is not None and refit_data.dev is not None:
-            _, dev_fp32 = verify.onnx_outputs(fp32, tokenizer, refit_data.dev.texts, batch_size=32)
-            variants["fp32"]["dev_accuracy"] = verify.accuracy(dev_fp32, refit_data.dev_ids)
-        del fp32
-        request = MeasureRequest(
-            model="", tokenizer=str(encoder.tokenizer_file), max_length=int(meta["max_length"]), texts=verify_texts
-        )
-
+        say("tracing encoder + pooling + head into one ONNX graph, fusing it with onnxruntime's optimizer")
+        fp32 = build_fp32(job, tmp)
+        say(f"verifying fp32 against torch on {len(job.verify_texts)} texts")
+        reference = gate_fp32(job, tmp, fp32)
+        variants = {REFERENCE: fp32}
         for name in config.quantize:
-            _say(config, f"building variant {name}")
-            target = tmp / VARIANT_FILES[name]
-            _checkpoint(f"variant:{name}")
-            t0 = time.perf_counter()
-            if name == "int8":
-                quantize.quantize_int8(tmp / VARIANT_FILES["fp32"], target)
-            elif name == "int8-static":
-                quantize.quantize_int8_static(raw, target, tokenizer, calibration)
-            elif name == "fp16":
-                quantize.convert_fp16(tmp / VARIANT_FILES["fp32"], target)
-            else:
-                mha = tmp / "fused_mha.onnx"
-                graph.fuse(raw, mha, geometry, mha=True, cls_only=cls_only)
-                quantize.quantize_int4(mha, target)
-                mha.unlink()
-            entry = {
-                "file": target.name,
-                "build_s": round(time.perf_counter() - t0, 2),
-                "ops": graph.op_counts(onnx.load(str(target), load_external_data=False)),
-            }
-            if name in refit_names:
-                runner = ov_runner if name in verify.OPENVINO_TARGETS and ov_runner else runners.CpuRunner()
-                precision = verify.OPENVINO_TARGETS.get(name, "auto")
-                _say(
-                    config,
-                    f"refitting the {name} head on its own features ({runner.name}, {len(refit_data.train)} texts)",
-                )
-                weight, bias, entry["refit"] = refit.refit_head(
-                    runner,
-                    target,
-                    tmp,
-                    replace(request, provider=runner.name, precision=precision),
-                    refit_data,
-                    refit.head_config(meta),
-                )
-                refit.replace_head(target, target, weight, bias)
-                entry["refit"]["fp32_dev_accuracy"] = variants["fp32"].get("dev_accuracy")
-            if name == "int8-static":
-                entry["calibration"] = {
-                    "source": str(calib_path),
-                    "n_texts": len(calibration),
-                    "method": "minmax",
-                }
-            try:
-                sess = verify.session(target)
-            except Exception as exc:  # fp16 kernels are CUDA-only for several fused ops
-                entry["verified_on"] = None
-                entry["not_verified_reason"] = f"onnxruntime CPU cannot run it ({str(exc).splitlines()[0][:160]})"
-            else:
-                logits, probs = verify.onnx_outputs(sess, tokenizer, verify_texts, batch_size=VERIFY_BATCH)
-                entry |= {
-                    "verified_on": "CPUExecutionProvider",
-                    "vs_torch": {"max_abs_dlogit": float(np.abs(reference - logits).max())},
-                    "vs_fp32": verify.agreement(probs_fp32, probs),
-                    "verification_labels": probs.argmax(axis=1).tolist(),
-                }
-                if eval_set is not None:
-                    _, probs_eval = verify.onnx_outputs(sess, tokenizer, eval_set[0], batch_size=32)
-                    entry["eval_accuracy"] = verify.accuracy(probs_eval, eval_set[1])
-                    entry["eval_vs_fp32"] = verify.agreement(eval_fp32, probs_eval)
+            say(f"building variant {name}")
+            entry = build_variant(job, tmp, name)
+            if name in job.refit_names:
+                refit_variant(job, tmp, name, entry, fp32.get("dev_accuracy"))
+            measure_variant(job, tmp, entry, reference)
             variants[name] = entry
-
-        if ov_runner is not None:
-            _say(config, "measuring the OpenVINO variants on the OpenVINO provider")
+        if job.openvino is not None:
+            say("measuring the OpenVINO variants on the OpenVINO provider")
             files = {name: tmp / entry["file"] for name, entry in variants.items()}
+            references = (reference.probs, reference.eval_probs)
             for name, measured in verify.on_openvino(
-                ov_runner, request, files, (probs_fp32, eval_fp32), eval_set
+                job.openvino, _request(job), files, references, job.eval_set
             ).items():
                 variants[name]["openvino"] = measured
-        if not config.portable:
-            raw.unlink()
-        shutil.copyfile(encoder.tokenizer_file, tmp / TOKENIZER)
-        labels = list(meta["labels"])
-        write_json(tmp / "config.json", hf_config(encoder.config, labels, int(meta["max_length"]), meta["pooling"]))
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "edge_sent_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "encoder": meta["encoder"] | {"random_weights": encoder.is_random},
-            "labels": labels,
-            "data_labels": list(meta.get("data_labels", labels)),  # the labels as the training data wrote them
-            "max_length": int(meta["max_length"]),
-            "pooling": meta["pooling"],
-            "portable_file": PORTABLE_FILE if config.portable else None,
-            "verification": {
-                "source": str(source),
-                "n_texts": len(verify_texts),
-                "texts_sha256": verify.texts_sha256(verify_texts),
-                "batch_size": VERIFY_BATCH,
-                "eval": str(config.eval) if config.eval else None,
-                "eval_n": len(eval_set[0]) if eval_set else 0,
-            },
-            "variants": variants,
-            "openvino": {"measured": ov_runner is not None, "onnxruntime": ov_runner.version if ov_runner else None},
-            "export_s": round(time.perf_counter() - started, 1),
-        }
-        _checkpoint("manifest")
-        finalize_manifest(tmp, manifest)
+        manifest = write_bundle(job, tmp, variants)
         _checkpoint("before-rename")
-    _say(config, f"bundle written to {config.out}")
+    say(f"bundle written to {config.out}")
     return manifest

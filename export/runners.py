@@ -11,9 +11,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from edge_sent.runtime.measure import MeasureRequest, run_outputs
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.runtime.measure import MeasureRequest, run_outputs
 
 OPENVINO_PYTHON_ENV = "EDGE_SENT_OPENVINO_PYTHON"
 

@@ -7,21 +7,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
-from edge_sent.runtime.measure import MeasureRequest
-from edge_sent.runtime.session import physical_cores
-from edge_sent.runtime.tokenize import TextEncoder
-from edge_sent.train.model import SentimentModel
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.runtime.engine import Engine
+from edge_sent.runtime.measure import MeasureRequest
+from edge_sent.runtime.session import SessionConfig
+from edge_sent.tokenization import Tokenizer
+from edge_sent.train.model import SentimentModel
 from edge_sent.variants import VARIANT_TABLE
 
 
-def select_texts(texts: list[str], encoder: TextEncoder, n: int) -> list[str]:
+def select_texts(texts: list[str], tokenizer: Tokenizer, n: int) -> list[str]:
     """Up to n distinct texts whose token lengths spread from the shortest to the longest (max_length)."""
     distinct = list(dict.fromkeys(t for t in texts if t.strip()))
-    lengths = np.asarray([len(e.ids) for e in encoder.encode(distinct)])
+    lengths = np.asarray([len(e.ids) for e in tokenizer.encode(distinct)])
     order = np.argsort(lengths, kind="stable")
     if len(order) <= n:
         return [distinct[i] for i in order]
@@ -36,40 +36,29 @@ def texts_sha256(texts: list[str]) -> str:
     return digest.hexdigest()
 
 
-def torch_logits(model: SentimentModel, encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+def torch_logits(model: SentimentModel, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
     """The trained torch pipeline, one text at a time (no padding at all): the reference."""
     rows = []
     with torch.inference_mode():
-        for enc in encoder.encode(texts):
-            batch = encoder.pad([enc], np.asarray([0]))
+        for enc in tokenizer.encode(texts):
+            batch = tokenizer.pad([enc], np.asarray([0]))
             feeds = {k: torch.from_numpy(v) for k, v in batch.feeds().items()}
             rows.append(model(**feeds)[0].numpy()[0])
     return np.stack(rows)
 
 
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = physical_cores()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def engine(path: Path, tokenizer: Tokenizer) -> Engine:
+    """The runtime's own engine on the CPU provider (strict): what export verifies is what the runtime runs."""
+    return Engine(path, tokenizer, SessionConfig(provider="cpu", strict=True))
 
 
 def onnx_outputs(
-    sess: ort.InferenceSession, encoder: TextEncoder, texts: list[str], batch_size: int, shuffle: bool = False
+    engine: Engine, texts: list[str], batch_size: int, shuffle: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and probabilities; `shuffle` pads mixed lengths together (tests the attention mask)."""
-    encoded = encoder.encode(texts)
-    n = len(texts)
-    order = np.random.default_rng(0).permutation(n) if shuffle else None
-    logits = probs = None
-    for batch in encoder.batches(encoded, batch_size, order):
-        out_logits, out_probs = sess.run(["logits", "probabilities"], batch.feeds())
-        if logits is None:
-            logits = np.zeros((n, out_logits.shape[1]), dtype=np.float32)
-            probs = np.zeros_like(logits)
-        logits[batch.index] = out_logits
-        probs[batch.index] = out_probs
-    return logits, probs
+    """Logits and probabilities in input order; `shuffle` pads mixed lengths together (tests the attention mask)."""
+    order = np.random.default_rng(0).permutation(len(texts)) if shuffle else None
+    out = engine.run_texts(texts, batch_size, ("logits", "probabilities"), order)
+    return out["logits"], out["probabilities"]
 
 
 def parity(reference: np.ndarray, logits: np.ndarray) -> dict:

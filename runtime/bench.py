@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
-from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.session import resolve_provider
 
 from edge_sent import __version__
+from edge_sent.runtime.classifier import Classifier
+from edge_sent.runtime.session import resolve_provider
 from edge_sent.variants import VARIANTS
 
 

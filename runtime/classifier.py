@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from edge_sent.runtime.external_data import check_external_data
-from edge_sent.runtime.session import SessionConfig, create_session, resolve_precision, resolve_provider
-from edge_sent.runtime.tokenize import TextEncoder
 
 from edge_sent.contract import TOKENIZER, Manifest, check_file, read_manifest
-from edge_sent.errors import BundleError, EdgeSentError
-from edge_sent.providers import provider_spec
+from edge_sent.errors import EdgeSentError
+from edge_sent.external_data import check_external_data
+from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, PROBABILITIES, Engine
+from edge_sent.runtime.session import SessionConfig, resolve_provider
+from edge_sent.tokenization import Tokenizer
 from edge_sent.variants import REFERENCE, VARIANTS, auto_preference
 
 
@@ -61,20 +61,16 @@ def choose_variant(manifest: Manifest, variant: str, provider: str) -> str:
 
 
 class Classifier:
-    """A bundle loaded into an onnxruntime session. Create it with `Classifier.load`."""
+    """A bundle loaded into an inference engine. Create it with `Classifier.load`."""
 
-    def __init__(
-        self, manifest: Manifest, variant: str, session, encoder: TextEncoder, provider: str, precision: str = "fp32"
-    ):
+    def __init__(self, manifest: Manifest, variant: str, engine: Engine) -> None:
         self.manifest = manifest
-        self.precision = precision  # what the provider computes in: bf16 only on OpenVINO
         self.variant = variant
-        self.provider = provider
-        self._session = session
-        self._encoder = encoder
+        self.engine = engine
+        self.provider = engine.provider
+        self.precision = engine.precision  # what the provider computes in: bf16 only on OpenVINO
         self.labels: list[str] = manifest.labels
-        self.max_length = encoder.max_length
-        self._output = "probabilities"
+        self.max_length = engine.tokenizer.max_length
 
     @classmethod
     def load(
@@ -93,43 +89,30 @@ class Classifier:
         model_path = check_file(manifest, manifest.variant_file(chosen))
         for name in check_external_data(model_path, set(manifest.files)):
             check_file(manifest, name)
-        tokenizer_path = check_file(manifest, TOKENIZER)
-        encoder = TextEncoder(tokenizer_path, manifest.max_length)
+        tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
         config = SessionConfig(provider=short, threads=threads, strict=strict, precision=precision)
-        session = create_session(model_path, short, config)
-        outputs = {o.name for o in session.get_outputs()}
-        if "probabilities" not in outputs:
-            raise BundleError(f"{model_path}: the graph has no 'probabilities' output")
-        classifier = cls(manifest, chosen, session, encoder, short, resolve_precision(short, precision))
+        engine = Engine(model_path, tokenizer, config)
+        engine.require_outputs(PROBABILITIES)
+        classifier = cls(manifest, chosen, engine)
         classifier.predict(["warm-up"])
         return classifier
 
     @property
     def providers(self) -> list[str]:
-        return list(self._session.get_providers())
+        return self.engine.providers
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on ready-made int64 inputs; returns the probabilities (used by benchmarks)."""
-        if provider_spec(self.provider).gpu:
-            binding = self._session.io_binding()
-            for name, value in feeds.items():
-                binding.bind_cpu_input(name, value)
-            binding.bind_output(self._output, "cpu")
-            self._session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
-        return self._session.run([self._output], feeds)[0]
+        return self.engine.run(feeds)[0]
 
-    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
         """Classify `texts`; one Prediction per text, in input order."""
-        encoded = self._encoder.encode(texts)
-        probs = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
-        truncated = np.zeros(len(encoded), dtype=bool)
-        for batch in self._encoder.batches(encoded, batch_size):
-            probs[batch.index] = self.run_feeds(batch.feeds())
-            truncated[batch.index] = batch.truncated
-        return [self._prediction(row, bool(cut)) for row, cut in zip(probs, truncated, strict=True)]
+        out = self.engine.run_texts(texts, batch_size)
+        return [self._prediction(row, bool(cut)) for row, cut in zip(out[PROBABILITIES], out.truncated, strict=True)]
 
-    def predict_iter(self, texts: Iterable[str], batch_size: int = 32, chunk_size: int = 1024) -> Iterator[Prediction]:
+    def predict_iter(
+        self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE, chunk_size: int = 1024
+    ) -> Iterator[Prediction]:
         """Stream over any number of texts with bounded memory (`chunk_size` texts at a time)."""
         iterator = iter(texts)
         while chunk := list(itertools.islice(iterator, chunk_size)):

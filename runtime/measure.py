@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from edge_sent.runtime.session import SessionConfig, create_session, resolve_precision, resolve_provider
-from edge_sent.runtime.tokenize import TextEncoder
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.runtime.engine import Engine
+from edge_sent.runtime.session import SessionConfig
+from edge_sent.tokenization import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -37,23 +38,12 @@ class MeasureRequest:
 
 def run_outputs(request: MeasureRequest) -> tuple[dict[str, np.ndarray], dict]:
     """The requested outputs for every text, in input order, plus what actually ran them."""
-    provider = resolve_provider(request.provider)
-    config = SessionConfig(provider=provider, threads=request.threads, strict=True, precision=request.precision)
-    session = create_session(Path(request.model), provider, config)
-    encoder = TextEncoder(Path(request.tokenizer), request.max_length)
-    encoded = encoder.encode(request.texts)
-    results: dict[str, np.ndarray] = {}
-    for batch in encoder.batches(encoded, request.batch_size):
-        for name, value in zip(request.outputs, session.run(list(request.outputs), batch.feeds()), strict=True):
-            if name not in results:
-                results[name] = np.zeros((len(encoded), *value.shape[1:]), dtype=np.float32)
-            results[name][batch.index] = value.astype(np.float32)
-    info = {
-        "providers": session.get_providers(),
-        "precision": resolve_precision(provider, request.precision),
-        "onnxruntime": ort.__version__,
-    }
-    return results, info
+    config = SessionConfig(provider=request.provider, threads=request.threads, strict=True, precision=request.precision)
+    engine = Engine(Path(request.model), Tokenizer(Path(request.tokenizer), request.max_length), config)
+    engine.require_outputs(*request.outputs)
+    results = engine.run_texts(request.texts, request.batch_size, request.outputs)
+    info = {"providers": engine.providers, "precision": engine.precision, "onnxruntime": ort.__version__}
+    return results.values, info
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,8 +96,9 @@ def resolve_precision(provider: str, precision: str) -> str:
     if precision == "auto":
         return "bf16" if "bf16" in spec.precisions and cpu_has_bf16() else "fp32"
     if precision not in spec.precisions:
-        able = [p.name for p in PROVIDERS.values() if precision in p.precisions]
-        raise EdgeSentError(f"precision {precision} needs the {' or '.join(able)} provider (--provider {able[0]})")
+        able = [p for p in PROVIDERS.values() if precision in p.precisions]
+        names = " or ".join(p.display for p in able)
+        raise EdgeSentError(f"precision {precision} needs the {names} provider (--provider {able[0].name})")
     return precision
 
 

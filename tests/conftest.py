@@ -48,7 +48,7 @@ def _isolated_cache(tmp_path_factory) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    from edge_sent.runtime.labeled import DataConfig
+    from edge_sent.labeled import DataConfig
     from edge_sent.train.run import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"

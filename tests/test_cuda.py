@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from edge_sent.runtime import Classifier
 
 pytestmark = pytest.mark.cuda

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from edge_sent.export.run import ExportConfig, export_bundle
 from edge_sent.train.run import TrainConfig, train
-
 from tests.conftest import DATA, assert_user_error, run_cli
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from edge_sent.export import graph, quantize, verify
-from edge_sent.export.run import ExportConfig, export_bundle
-from edge_sent.train.run import TrainConfig, train
 
 from edge_sent.contract import TMP_PREFIX, VARIANT_FILES, sha256_file, verify_bundle
 from edge_sent.errors import EdgeSentError
+from edge_sent.export import graph, quantize, verify
+from edge_sent.export.run import ExportConfig, export_bundle
+from edge_sent.train.run import TrainConfig, train
 from tests.conftest import DATA, assert_user_error, run_cli
 
 
@@ -58,13 +58,14 @@ def test_fp32_parity_with_torch_on_outputs_that_differ(tiny_bundle):
 def test_fp32_graph_matches_torch_measured_here(tiny_run, tiny_bundle):
     """Independent of what the export recorded: the run's torch model against the bundle's graph."""
     import onnxruntime as ort
+
     from edge_sent.export.run import _load_model
-    from edge_sent.runtime.tokenize import TextEncoder
+    from edge_sent.tokenization import Tokenizer
     from edge_sent.train.run import load_head_meta
 
     meta = load_head_meta(tiny_run)
     _, model = _load_model(tiny_run, meta)
-    encoder = TextEncoder(tiny_bundle / "tokenizer.json", meta["max_length"])
+    encoder = Tokenizer(tiny_bundle / "tokenizer.json", meta["max_length"])
     texts = [line.split("\t", 1)[1] for line in (DATA / "test.tsv").read_text().splitlines()[1:41]]
     reference = verify.torch_logits(model, encoder, texts)
     session = ort.InferenceSession(str(tiny_bundle / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -172,11 +173,12 @@ def test_variants_are_verified_and_smaller(tiny_bundle):
 
 def test_optimum_loads_the_bundle_and_returns_the_same_logits(tiny_bundle):
     import onnxruntime as ort
-    from edge_sent.runtime.tokenize import TextEncoder
     from optimum.onnxruntime import ORTModelForSequenceClassification
 
+    from edge_sent.tokenization import Tokenizer
+
     model = ORTModelForSequenceClassification.from_pretrained(tiny_bundle, file_name="model.onnx")
-    enc = TextEncoder(tiny_bundle / "tokenizer.json", 512)
+    enc = Tokenizer(tiny_bundle / "tokenizer.json", 512)
     texts = ["很好", "这家酒店的服务太差了，房间也很脏", "一般般吧"]
     batch = enc.pad(enc.encode(texts), np.arange(3))
     import torch

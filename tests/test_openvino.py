@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from edge_sent.export.run import ExportConfig, export_bundle
 from edge_sent.runtime import Classifier
-
 from tests.conftest import DATA, OPENVINO_PYTHON, ROOT, assert_user_error
 
 
@@ -78,7 +78,7 @@ out = {{"bf16_cpu": cpu_has_bf16()}}
 for precision in ("auto", "fp32"):
     clf = Classifier.load({str(tiny_bundle)!r}, provider="openvino", variant="fp32", precision=precision, strict=True)
     probs = [[p.probabilities[label] for label in clf.labels] for p in clf.predict(texts)]
-    events = json.load(open(clf._session.end_profiling()))
+    events = json.load(open(clf.engine.session.end_profiling()))
     nodes = [e["args"]["provider"] for e in events if e.get("cat") == "Node" and "provider" in e.get("args", {{}})]
     out[precision] = {{"precision": clf.precision, "probs": probs, "node_providers": nodes}}
 print(json.dumps(out))
@@ -191,9 +191,9 @@ def test_export_measures_on_openvino_and_refits(refit_bundle, tiny_run):
     clf = Classifier.load(bundle, variant="int8-static", provider="cpu")
     texts = [json.loads(line)["text"] for line in (tiny_run / "dev.jsonl").read_text().splitlines()]
     from edge_sent.export.verify import select_texts
-    from edge_sent.runtime.tokenize import TextEncoder
+    from edge_sent.tokenization import Tokenizer
 
-    chosen = select_texts(texts, TextEncoder(bundle / "tokenizer.json", manifest["max_length"]), 64)
+    chosen = select_texts(texts, Tokenizer(bundle / "tokenizer.json", manifest["max_length"]), 64)
     labels = [p.label_id for p in clf.predict(chosen, batch_size=manifest["verification"]["batch_size"])]
     assert labels == v["int8-static"]["verification_labels"]
 
@@ -250,9 +250,8 @@ def test_minilm_bf16_and_refitted_int8_static_on_openvino(tmp_path_factory, ov_p
 
 def test_shadowed_openvino_build_is_named_in_the_error(tiny_bundle, monkeypatch):
     """onnxruntime-openvino installed next to the CPU build (the CPU build's files won): say how to fix it."""
-    from edge_sent.runtime import session as session_mod
-
     from edge_sent.errors import EdgeSentError
+    from edge_sent.runtime import session as session_mod
 
     monkeypatch.setattr(session_mod, "_installed", lambda name: True)
     monkeypatch.setattr(session_mod.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])

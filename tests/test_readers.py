@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_sent.runtime.labeled import DataConfig, label_ids, label_set, load_labeled
-from edge_sent.runtime.readers import read_records
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.labeled import DataConfig, label_ids, label_set, load_labeled
+from edge_sent.readers import read_records
 from tests.conftest import DATA
 
 
@@ -135,11 +135,10 @@ def test_missing_jsonl_key_lists_the_keys_found(tmp_path):
 
 
 def test_emoji_become_unk_and_control_characters_are_cleaned():
-    from edge_sent.runtime.tokenize import TextEncoder
-
     from edge_sent.assets import __file__ as assets
+    from edge_sent.tokenization import Tokenizer
 
-    encoder = TextEncoder(Path(assets).parent / "bert-base-chinese" / "tokenizer.json", 64)
+    encoder = Tokenizer(Path(assets).parent / "bert-base-chinese" / "tokenizer.json", 64)
     emoji, control = encoder.encode(["好😀👍", "a\x00b\tc\x07"])
     tokens = [encoder.tokenizer.id_to_token(int(i)) for i in emoji.ids]
     assert tokens == ["[CLS]", "好", "[UNK]", "[SEP]"]

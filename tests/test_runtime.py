@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_sent.runtime import Classifier
-from edge_sent.runtime.session import ProviderFallbackWarning
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_sent.errors import BundleError, EdgeSentError
+from edge_sent.runtime import Classifier
+from edge_sent.runtime.session import ProviderFallbackWarning
 from tests.conftest import DATA, assert_user_error, run_cli
 
 TEXTS = [
@@ -100,7 +100,7 @@ def test_any_unicode_gives_valid_probabilities(clf, texts):
 def test_auto_variant_is_int8_on_cpu_and_labels_match_export_verification(tiny_bundle):
     from edge_sent.export.run import _texts_from
     from edge_sent.export.verify import select_texts, texts_sha256
-    from edge_sent.runtime.tokenize import TextEncoder
+    from edge_sent.tokenization import Tokenizer
 
     clf = Classifier.load(tiny_bundle)
     assert clf.variant == "int8"
@@ -108,7 +108,7 @@ def test_auto_variant_is_int8_on_cpu_and_labels_match_export_verification(tiny_b
     source = Path(manifest["verification"]["source"])
     texts = select_texts(
         _texts_from(source, "text"),
-        TextEncoder(tiny_bundle / "tokenizer.json", manifest["max_length"]),
+        Tokenizer(tiny_bundle / "tokenizer.json", manifest["max_length"]),
         manifest["verification"]["n_texts"],
     )
     assert texts_sha256(texts) == manifest["verification"]["texts_sha256"]
@@ -152,12 +152,12 @@ def test_silent_fallback_warns_or_raises(tiny_bundle, monkeypatch):
     real_create = session_mod.ort.InferenceSession
     monkeypatch.setattr(session_mod, "resolve_provider", lambda p: "cuda")
     monkeypatch.setattr("edge_sent.runtime.classifier.resolve_provider", lambda p: "cuda")
+    monkeypatch.setattr("edge_sent.runtime.engine.resolve_provider", lambda p: "cuda")
     monkeypatch.setattr(
         session_mod.ort,
         "InferenceSession",
         lambda path, sess_options, providers: FakeSession(real_create(path, sess_options, ["CPUExecutionProvider"])),
     )
-    monkeypatch.setattr("edge_sent.runtime.classifier.GPU_PROVIDERS", ())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         Classifier.load(tiny_bundle, variant="fp32", provider="cuda")

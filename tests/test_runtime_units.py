@@ -11,20 +11,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from edge_sent.runtime import bench, session
-from edge_sent.runtime.classifier import Classifier, choose_variant
-from edge_sent.runtime.labeled import LabeledData, label_ids, label_set
-from edge_sent.runtime.metrics import classification_report, confusion, macro_f1
-from edge_sent.runtime.readers import detect_format, read_records
-from edge_sent.runtime.tokenize import TextEncoder, check_texts
+import tokenizers
 from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import models, pre_tokenizers
 
 from edge_sent.contract import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, check_file, file_entry, read_manifest
 from edge_sent.errors import BundleError, EdgeSentError
+from edge_sent.labeled import LabeledData, label_ids, label_set
+from edge_sent.metrics import classification_report, confusion, macro_f1
+from edge_sent.readers import detect_format, read_records
+from edge_sent.runtime import bench, session
+from edge_sent.runtime.classifier import Classifier, choose_variant
+from edge_sent.tokenization import Tokenizer, check_texts
 
 ROOT = Path(__file__).resolve().parents[1]
-BERT_TOKENIZER = ROOT / "edge_sent" / "assets" / "bert-base-chinese" / "tokenizer.json"
+BERT_TOKENIZER = ROOT / "src" / "edge_sent" / "assets" / "bert-base-chinese" / "tokenizer.json"
 LABELS = ["neg", "neu", "pos"]
 MAX_LENGTH = 16
 
@@ -101,8 +102,8 @@ def test_probabilities_pair_with_labels_and_match_the_graph(clf, bundle):
     texts = ["这家酒店很好", "服务太差了", "一般般吧还行", LONG]
     preds = clf.predict(texts, batch_size=2)
     for text, pred in zip(texts, preds, strict=True):
-        encoded = clf._encoder.encode([text])
-        (row,) = raw.run(["probabilities"], clf._encoder.pad(encoded, np.array([0])).feeds())[0]
+        encoded = clf.engine.tokenizer.encode([text])
+        (row,) = raw.run(["probabilities"], clf.engine.tokenizer.pad(encoded, np.array([0])).feeds())[0]
         assert list(pred.probabilities) == LABELS
         np.testing.assert_allclose(list(pred.probabilities.values()), row, rtol=1e-5)
         assert pred.label == max(pred.probabilities, key=pred.probabilities.__getitem__) == LABELS[pred.label_id]
@@ -193,7 +194,7 @@ def test_metrics():
 
 @pytest.fixture(scope="module")
 def word_tokenizer(tmp_path_factory) -> Path:
-    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2, "[PAD]": 7}, unk_token="[UNK]"))
+    tok = tokenizers.Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2, "[PAD]": 7}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     tok.save(str(path))
@@ -201,7 +202,7 @@ def word_tokenizer(tmp_path_factory) -> Path:
 
 
 def test_encoder_pads_batches_and_restores_order(word_tokenizer):
-    enc = TextEncoder(word_tokenizer, max_length=8)
+    enc = Tokenizer(word_tokenizer, max_length=8)
     encoded = enc.encode(["a b a", "b", "a " * 9, "a b"])
     assert [e.truncated for e in encoded] == [False, False, True, False] and len(encoded[2].ids) == 8
     batches = list(enc.batches(encoded, batch_size=2))
@@ -212,13 +213,13 @@ def test_encoder_pads_batches_and_restores_order(word_tokenizer):
     with pytest.raises(EdgeSentError, match="batch size must be at least 1, got 0"):
         next(enc.batches(encoded, 0))
     with pytest.raises(EdgeSentError, match="max length 7 is too short"):
-        TextEncoder(word_tokenizer, max_length=7)
-    no_pad = Tokenizer(models.WordLevel({"[UNK]": 3, "a": 1}, unk_token="[UNK]"))
+        Tokenizer(word_tokenizer, max_length=7)
+    no_pad = tokenizers.Tokenizer(models.WordLevel({"[UNK]": 3, "a": 1}, unk_token="[UNK]"))
     no_pad.save(str(word_tokenizer.with_name("nopad.json")))
-    assert TextEncoder(word_tokenizer.with_name("nopad.json"), 8).pad_id == 0
+    assert Tokenizer(word_tokenizer.with_name("nopad.json"), 8).pad_id == 0
     word_tokenizer.with_name("bad.json").write_text("{")
     with pytest.raises(EdgeSentError, match="cannot load tokenizer"):
-        TextEncoder(word_tokenizer.with_name("bad.json"), 8)
+        Tokenizer(word_tokenizer.with_name("bad.json"), 8)
 
 
 def test_check_texts():

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+
 from edge_sent.export.run import ExportConfig, export_bundle
 from edge_sent.export.verify import select_texts, texts_sha256
 from edge_sent.runtime import Classifier
-from edge_sent.runtime.tokenize import TextEncoder
+from edge_sent.tokenization import Tokenizer
 from edge_sent.train.run import TrainConfig, train
-
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_minilm_runtime_matches_export_verification(minilm_bundle):
     source = Path(manifest["verification"]["source"])
     texts = select_texts(
         [json.loads(line)["text"] for line in source.read_text(encoding="utf-8").splitlines()],
-        TextEncoder(bundle / "tokenizer.json", manifest["max_length"]),
+        Tokenizer(bundle / "tokenizer.json", manifest["max_length"]),
         manifest["verification"]["n_texts"],
     )
     assert texts_sha256(texts) == manifest["verification"]["texts_sha256"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edge_sent.train import features as features_mod
 from edge_sent.train.head import HeadConfig, fit_head, predict_head
 from edge_sent.train.run import TrainConfig, train
-
 from tests.conftest import DATA, assert_user_error, run_cli
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edge_sent.runtime.tokenize import Batch, Encoded, TextEncoder
-from edge_sent.train.encoders import LoadedEncoder
-from edge_sent.train.model import PooledEncoder
 
 from edge_sent.contract import sha256_file
 from edge_sent.progress import progress_bar
+from edge_sent.tokenization import Batch, Encoded, Tokenizer
+from edge_sent.train.encoders import LoadedEncoder
+from edge_sent.train.model import PooledEncoder
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def run_encoder(model: PooledEncoder, batch: Batch) -> np.ndarray:
 
 def encode_texts(
     model: PooledEncoder,
-    tokenizer: TextEncoder,
+    tokenizer: Tokenizer,
     encoded: list[Encoded],
     batch_size: int = 32,
     progress: bool = True,
@@ -135,7 +135,7 @@ def extract_features(
     progress: bool = True,
 ) -> Features:
     distinct = list(dict.fromkeys(texts))
-    tokenizer = TextEncoder(encoder.tokenizer_file, max_length)
+    tokenizer = Tokenizer(encoder.tokenizer_file, max_length)
     encoded = tokenizer.encode(distinct)
     truncated = sum(e.truncated for e in encoded)
     key = cache_key(encoder, max_length, pooling, distinct)

@@ -8,16 +8,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge_sent.runtime.labeled import DataConfig, LabeledData, label_ids, label_set, load_labeled
-from edge_sent.runtime.metrics import classification_report
-from edge_sent.train.encoders import POOLINGS, load_encoder
-from edge_sent.train.features import default_cache_dir, extract_features
-from edge_sent.train.head import HeadConfig, fit_head, predict_head
 from safetensors.torch import save_file
 
 from edge_sent import __version__
 from edge_sent.contract import sha256_file
 from edge_sent.errors import EdgeSentError
+from edge_sent.labeled import DataConfig, LabeledData, label_ids, label_set, load_labeled
+from edge_sent.metrics import classification_report
+from edge_sent.train.encoders import POOLINGS, load_encoder
+from edge_sent.train.features import default_cache_dir, extract_features
+from edge_sent.train.head import HeadConfig, fit_head, predict_head
 
 HEAD_WEIGHTS = "head.safetensors"
 HEAD_META = "head.json"

@@ -55,7 +55,7 @@ def train_cmd(
 ) -> None:
     """Fit a linear head on a frozen encoder; the encoder runs once per distinct text (cached)."""
     _need_torch()
-    from edge_sent.runtime.labeled import DataConfig
+    from edge_sent.labeled import DataConfig
     from edge_sent.train.head import HeadConfig
     from edge_sent.train.run import TrainConfig
     from edge_sent.train.run import train as run_training
@@ -152,7 +152,7 @@ def export_cmd(
     """Fuse encoder + head into ONE ONNX graph, add quantized variants, verify each, write a bundle."""
     _need_torch()
     from edge_sent.export.run import ExportConfig, export_bundle
-    from edge_sent.runtime.labeled import DataConfig
+    from edge_sent.labeled import DataConfig
 
     config = ExportConfig(
         run_dir=run_dir,

@@ -116,7 +116,7 @@ def check_file(manifest: Manifest, name: str) -> Path:
 
 def verify_bundle(bundle_dir: Path | str) -> list[str]:
     """Check every file of the manifest; return the problems found (empty when the bundle is intact)."""
-    from edge_sent.runtime.external_data import check_external_data
+    from edge_sent.external_data import check_external_data
 
     manifest = read_manifest(bundle_dir)
     problems = []

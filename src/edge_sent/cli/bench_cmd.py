@@ -33,8 +33,8 @@ def bench_cmd(
     import json
 
     from edge_sent.errors import EdgeSentError
+    from edge_sent.readers import read_records
     from edge_sent.runtime.bench import BenchConfig, run_bench
-    from edge_sent.runtime.readers import read_records
 
     try:
         lengths = tuple(int(s) for s in seq.split(",") if s.strip())

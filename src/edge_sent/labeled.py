@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from edge_sent.runtime.readers import read_records
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.readers import read_records
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def _openvino_options(precision: str) -> dict[str, str]:
 class ProviderSpec:
     name: str  # what --provider takes
     ort_name: str  # onnxruntime's name
+    display: str  # for messages
     gpu: bool = False
     fallback: tuple[str, ...] = ()  # onnxruntime names tried after it, in order
     options: Callable[[str], dict[str, str]] = _no_options  # precision -> provider options
@@ -44,11 +45,18 @@ class ProviderSpec:
 
 CPU = "CPUExecutionProvider"
 PROVIDER_TABLE: tuple[ProviderSpec, ...] = (
-    ProviderSpec("cpu", CPU),
-    ProviderSpec("cuda", "CUDAExecutionProvider", gpu=True, fallback=(CPU,)),
-    ProviderSpec("tensorrt", "TensorrtExecutionProvider", gpu=True, fallback=("CUDAExecutionProvider", CPU)),
+    ProviderSpec("cpu", CPU, "CPU"),
+    ProviderSpec("cuda", "CUDAExecutionProvider", "CUDA", gpu=True, fallback=(CPU,)),
     ProviderSpec(
-        "openvino", "OpenVINOExecutionProvider", fallback=(CPU,), options=_openvino_options, precisions=("fp32", "bf16")
+        "tensorrt", "TensorrtExecutionProvider", "TensorRT", gpu=True, fallback=("CUDAExecutionProvider", CPU)
+    ),
+    ProviderSpec(
+        "openvino",
+        "OpenVINOExecutionProvider",
+        "OpenVINO",
+        fallback=(CPU,),
+        options=_openvino_options,
+        precisions=("fp32", "bf16"),
     ),
 )
 PROVIDERS: dict[str, ProviderSpec] = {spec.name: spec for spec in PROVIDER_TABLE}

@@ -64,7 +64,7 @@ def manifest_table(manifest: dict, root: Path) -> Table:
 
 
 def _texts(texts: list[str] | None, file: Path | None, text_column: str, fmt: str | None) -> tuple[list[str], int]:
-    from edge_sent.runtime.readers import read_records
+    from edge_sent.readers import read_records
 
     out: list[str] = list(texts or [])
     for position, text in enumerate(out):
@@ -141,9 +141,9 @@ def eval_cmd(
     """Accuracy, macro-F1, confusion matrix and texts/s of a bundle on labelled data."""
     import numpy as np
 
+    from edge_sent.labeled import DataConfig, label_ids, load_labeled
+    from edge_sent.metrics import classification_report
     from edge_sent.runtime import Classifier
-    from edge_sent.runtime.labeled import DataConfig, label_ids, load_labeled
-    from edge_sent.runtime.metrics import classification_report
 
     dataset = load_labeled(data, DataConfig(text_field=text_column, label_field=label_column))
     clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads, precision=precision)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+import tokenizers
 
 from edge_sent.errors import EdgeSentError
 
@@ -52,12 +52,12 @@ def check_texts(texts: Sequence[object]) -> None:
             raise TypeError(f"texts[{position}] is {type(text).__name__}, expected str")
 
 
-class TextEncoder:
-    """Tokenize texts with a `tokenizer.json`, truncating at `max_length`."""
+class Tokenizer:
+    """Tokenize texts with a `tokenizer.json` (the `tokenizers` library), truncating at `max_length`."""
 
     def __init__(self, tokenizer_file: Path | str, max_length: int) -> None:
         try:
-            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # tokenizers raises a bare Exception on a corrupt file
             raise EdgeSentError(f"{tokenizer_file}: cannot load tokenizer ({exc})") from None
         if max_length < 8:

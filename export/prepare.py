@@ -1,0 +1,158 @@
+"""The first step of `edge-sent export`: check the options and load what every later step needs, before
+anything is written (a bad option fails here, with no temporary directory created)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from edge_sent.errors import EdgeSentError
+from edge_sent.export import graph, refit, runners, verify
+from edge_sent.labeled import DataConfig, label_ids, load_labeled
+from edge_sent.readers import read_records
+from edge_sent.tokenization import Tokenizer
+from edge_sent.train.encoders import LoadedEncoder, load_encoder
+from edge_sent.train.model import SentimentModel
+from edge_sent.train.run import HEAD_WEIGHTS, load_head_meta
+from edge_sent.variants import QUANTIZE_CHOICES, VARIANTS
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    run_dir: Path
+    out: Path
+    quantize: tuple[str, ...] = ("int8",)
+    calibration: Path | None = None
+    calibration_size: int = 128
+    eval: Path | None = None
+    eval_limit: int | None = None
+    verify_size: int = 64
+    portable: bool = False
+    force: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    quiet: bool = False
+    refit_head: tuple[str, ...] = ()  # variants whose head is refitted on their own features ("all": every one)
+    refit_data: Path | None = None  # labelled training data for the refit (default: the run's own)
+    openvino_python: Path | None = None  # an interpreter with onnxruntime-openvino: measure/refit there
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The record every export step reads."""
+
+    config: ExportConfig
+    meta: dict
+    encoder: LoadedEncoder
+    model: SentimentModel
+    tokenizer: Tokenizer
+    geometry: graph.Geometry
+    source: Path  # where the verification texts come from (the run's dev copy, or its calibration sample)
+    verify_texts: list[str]
+    calibration: tuple[str, ...]
+    calibration_source: Path
+    eval_set: tuple[list[str], np.ndarray] | None
+    refit_names: tuple[str, ...]
+    refit_data: refit.RefitData | None
+    openvino: runners.OpenVinoRunner | None
+    started: float
+
+    @property
+    def max_length(self) -> int:
+        return int(self.meta["max_length"])
+
+    @property
+    def cls_only(self) -> bool:
+        return self.meta["pooling"] == "cls"
+
+
+def texts_from(path: Path, text_field: str, limit: int | None = None) -> list[str]:
+    texts = []
+    for record in read_records(path, text_field=text_field):
+        if record.text.strip():
+            texts.append(record.text)
+        if limit and len(texts) >= limit:
+            break
+    return texts
+
+
+def load_model(run_dir: Path, meta: dict) -> tuple[LoadedEncoder, SentimentModel]:
+    encoder = load_encoder(meta["encoder"]["spec"])
+    if encoder.identity != meta["encoder"]["identity"]:
+        raise EdgeSentError(
+            f"encoder {meta['encoder']['spec']!r} now loads different weights than it did for training "
+            f"({run_dir}); retrain or point --encoder at the original weights"
+        )
+    try:
+        weights = load_file(str(run_dir / HEAD_WEIGHTS))
+    except Exception as exc:  # safetensors raises its own error types
+        raise EdgeSentError(f"{run_dir / HEAD_WEIGHTS}: cannot read ({exc})") from None
+    head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+    head.load_state_dict(weights)
+    return encoder, SentimentModel(encoder.model, meta["pooling"], head).eval()
+
+
+def _calibration(config: ExportConfig, meta: dict) -> tuple[Path, tuple[str, ...]]:
+    path = config.calibration or config.run_dir / meta["files"]["calibration"]
+    if not any(VARIANTS[name].needs_calibration for name in config.quantize):
+        return path, ()
+    if not Path(path).is_file():
+        raise EdgeSentError(f"calibration data not found: {path}")
+    field_name = "text" if path.suffix == ".jsonl" and config.calibration is None else config.data.text_field
+    texts = texts_from(path, field_name, config.calibration_size)
+    if not texts:
+        raise EdgeSentError(f"{path}: no calibration texts")
+    return path, tuple(texts)
+
+
+def _eval_set(config: ExportConfig, meta: dict) -> tuple[list[str], np.ndarray] | None:
+    if config.eval is None:
+        return None
+    data = load_labeled(config.eval, config.data)
+    ids = label_ids(data, meta["labels"], [meta.get("data_labels", [])], known_from="the run's labels")
+    n = config.eval_limit or len(data)
+    return data.texts[:n], ids[:n]
+
+
+def prepare(config: ExportConfig, say) -> Prepared:
+    started = time.perf_counter()
+    unknown = [q for q in config.quantize if q not in QUANTIZE_CHOICES]
+    if unknown:
+        raise EdgeSentError(f"unknown --quantize value {unknown[0]!r} (choose from {', '.join(QUANTIZE_CHOICES)})")
+    meta = load_head_meta(config.run_dir)
+    if config.out.exists() and not config.force:
+        raise EdgeSentError(f"{config.out} already exists (use --force to replace it)")
+    calibration_source, calibration = _calibration(config, meta)
+    eval_set = _eval_set(config, meta)
+    refit_names = refit.variants_to_refit(config.refit_head, config.quantize)
+    openvino = runners.openvino_runner(config.openvino_python)
+    say(f"loading encoder {meta['encoder']['spec']}")
+    encoder, model = load_model(config.run_dir, meta)
+    refit_data = None
+    if refit_names:
+        head = (model.head.weight.detach().numpy(), model.head.bias.detach().numpy())
+        refit_data = refit.load_refit_data(config.run_dir, meta, config.refit_data, config.data, head)
+    tokenizer = Tokenizer(encoder.tokenizer_file, int(meta["max_length"]))
+    source = config.run_dir / (meta["files"].get("dev") or meta["files"]["calibration"])
+    verify_texts = verify.select_texts(texts_from(source, "text"), tokenizer, config.verify_size)
+    return Prepared(
+        config=config,
+        meta=meta,
+        encoder=encoder,
+        model=model,
+        tokenizer=tokenizer,
+        geometry=graph.Geometry.from_config(encoder.config),
+        source=source,
+        verify_texts=verify_texts,
+        calibration=calibration,
+        calibration_source=Path(calibration_source),
+        eval_set=eval_set,
+        refit_names=refit_names,
+        refit_data=refit_data,
+        openvino=openvino,
+        started=started,
+    )
