@@ -29,6 +29,7 @@ from contenders import EdgeSent, OptimumInt8, TorchEager
 
 from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds, time_calls
+from edge_sent.tokenization import Tokenizer
 
 
 def bert_ops(cfg: dict, batch: int, length: int) -> float:
@@ -93,7 +94,7 @@ def ceiling_fractions(bundle: Path, thread_list: list[int]) -> dict:
     """The GEMM ceilings, and each edge-sent variant's effective ops/s at batch 32 x 128, in one process."""
     cfg = json.loads((bundle / "config.json").read_text())
     manifest = json.loads((bundle / "manifest.json").read_text())
-    feeds = synthetic_feeds(32, 128, cfg["vocab_size"])
+    feeds = synthetic_feeds(32, 128, Tokenizer(bundle / "tokenizer.json", 512))
     out = {}
     for threads in thread_list:
         ceiling = gemm_ceiling(threads)
@@ -114,11 +115,11 @@ def ceiling_fractions(bundle: Path, thread_list: list[int]) -> dict:
     return out
 
 
-def latency_grid(contenders: dict, lengths, runs: int, vocab: int, pause: float, batch: int = 1) -> dict:
+def latency_grid(contenders: dict, lengths, runs: int, tokenizer: Tokenizer, pause: float, batch: int = 1) -> dict:
     runners = {name: c.run for name, c in contenders.items()}
     result: dict = {name: {} for name in contenders}
     for length in lengths:
-        feeds = synthetic_feeds(batch, length, vocab)
+        feeds = synthetic_feeds(batch, length, tokenizer)
         for name, times in rotated_blocks(runners, feeds, runs, warmup=3, pause_s=pause).items():
             result[name][str(length)] = percentiles(times)
         print(f"  seq {length} done", file=sys.stderr, flush=True)
@@ -178,6 +179,7 @@ def main() -> None:
     thread_list = [int(x) for x in args.threads.split(",")]
     manifest = json.loads((args.bundle / "manifest.json").read_text())
     cfg = json.loads((args.bundle / "config.json").read_text())
+    tokenizer = Tokenizer(args.bundle / "tokenizer.json", int(manifest["max_length"]))
     texts = [r.text for r in read_records(args.data) if r.text.strip()]
     variants = [v for v in ("fp32", "int8", "int8-static", "int4") if v in manifest["variants"]]
     results: dict = {
@@ -206,9 +208,9 @@ def main() -> None:
         for v in variants:
             contenders[f"edge-sent {v}"] = EdgeSent(args.bundle, v, threads)
         results["ceiling"][str(threads)] = gemm_ceiling(threads)
-        results["latency"][str(threads)] = latency_grid(contenders, lengths, args.runs, cfg["vocab_size"], args.pause)
+        results["latency"][str(threads)] = latency_grid(contenders, lengths, args.runs, tokenizer, args.pause)
         # effective ops/s at batch 32 x 128 against the ceiling
-        feeds = synthetic_feeds(32, 128, cfg["vocab_size"])
+        feeds = synthetic_feeds(32, 128, tokenizer)
         eff = {}
         for name, c in contenders.items():
             t = float(np.median(time_calls(c.run, feeds, 3, warmup=1)))

@@ -26,6 +26,7 @@ from contenders import EdgeSent, OptimumGraph
 
 from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds
+from edge_sent.tokenization import Tokenizer
 
 ANCHOR = "(c) Optimum int8"
 
@@ -57,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     if "OpenVINOExecutionProvider" not in ort.get_available_providers():
         sys.exit("error: run this in the OpenVINO venv (scripts/openvino-venv.sh)")
-    cfg = json.loads((args.bundle / "config.json").read_text())
+    tokenizer = Tokenizer(args.bundle / "tokenizer.json", 512)
     found = contenders(args, args.bundle / "tokenizer.json")
     runners = {name: c.run for name, c in found.items()}
     result: dict = {
@@ -67,11 +68,11 @@ def main() -> None:
         "latency_b1": {name: {} for name in found},
     }
     for length in [int(x) for x in args.lengths.split(",")]:
-        feeds = synthetic_feeds(1, length, cfg["vocab_size"])
+        feeds = synthetic_feeds(1, length, tokenizer)
         for name, times in rotated_blocks(runners, feeds, args.runs, warmup=3, pause_s=args.pause).items():
             result["latency_b1"][name][str(length)] = percentiles(times)
         print(f"  1 x {length} done", file=sys.stderr, flush=True)
-    feeds = synthetic_feeds(32, 128, cfg["vocab_size"])
+    feeds = synthetic_feeds(32, 128, tokenizer)
     result["latency_b32x128"] = {
         name: percentiles(t) for name, t in rotated_blocks(runners, feeds, 6, warmup=1, pause_s=args.pause).items()
     }

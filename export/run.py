@@ -116,7 +116,9 @@ def refit_variant(job: Prepared, tmp: Path, name: str, entry: dict, fp32_dev_acc
     """Refit the variant's head on the features its own graph produces (on OpenVINO for its targets)."""
     assert job.refit_data is not None
     on_openvino = job.openvino is not None and VARIANTS[name].openvino_precision is not None
-    runner: runners.CpuRunner | runners.OpenVinoRunner = job.openvino if on_openvino else runners.CpuRunner()
+    runner: runners.CpuRunner | runners.OpenVinoRunner = runners.CpuRunner()
+    if on_openvino and job.openvino is not None:
+        runner = job.openvino
     precision = VARIANTS[name].openvino_precision or "auto"
     _sayer(job.config)(
         f"refitting the {name} head on its own features ({runner.name}, {len(job.refit_data.train)} texts)"

@@ -6,18 +6,20 @@ spinning after a run and would tax whatever runs next), medians with p90/p99 aft
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from edge_sent import __version__
 from edge_sent.runtime.classifier import Classifier
+from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
 from edge_sent.runtime.session import resolve_provider
+from edge_sent.tokenization import Tokenizer
 from edge_sent.variants import VARIANTS
 
 
@@ -34,10 +36,15 @@ class BenchConfig:
     pause_s: float = 0.2
 
 
-def synthetic_feeds(batch: int, length: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_feeds(batch: int, length: int, tokenizer: Tokenizer, seed: int = 0) -> dict[str, np.ndarray]:
+    """`batch` texts of exactly `length` tokens: random ids from the upper 95% of the bundle's vocabulary
+    (BERT vocabularies put special and unused tokens first), framed as the tokenizer frames a text."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, min(vocab_size, 20000), size=(batch, length), dtype=np.int64)
-    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    ids = rng.integers(tokenizer.vocab_size // 20, tokenizer.vocab_size, size=(batch, length), dtype=np.int64)
+    if tokenizer.first_id is not None:
+        ids[:, 0] = tokenizer.first_id
+    if tokenizer.last_id is not None:
+        ids[:, -1] = tokenizer.last_id
     return {
         "input_ids": ids,
         "attention_mask": np.ones_like(ids),
@@ -85,7 +92,7 @@ def rotated_blocks(
     return times
 
 
-def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) -> dict:
+def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) -> dict[str, Any]:
     from edge_sent.contract import read_manifest
 
     manifest = read_manifest(bundle)
@@ -99,15 +106,15 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
         )
         for v in names
     }
-    vocab = int(json.loads((manifest.root / "config.json").read_text()).get("vocab_size", 21128))
-    runners = {name: clf.run_feeds for name, clf in classifiers.items()}
+    tokenizer = next(iter(classifiers.values())).engine.tokenizer
+    runners: dict[str, Runner] = {name: clf.run_feeds for name, clf in classifiers.items()}
     latency: dict[str, dict[str, list[float]]] = {v: {} for v in names}
     for length in config.seq_lengths:
         length = min(length, manifest.max_length)
-        feeds = synthetic_feeds(config.batch_size, length, vocab)
+        feeds = synthetic_feeds(config.batch_size, length, tokenizer)
         for name, times in rotated_blocks(runners, feeds, config.runs, config.warmup, config.pause_s).items():
             latency[name].setdefault(str(length), []).extend(times)
-    result = {
+    result: dict[str, Any] = {
         "edge_sent_version": __version__,
         "bundle": str(bundle),
         "machine": {
@@ -121,7 +128,7 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
         "variants": {},
     }
     for name in names:
-        entry = {
+        entry: dict[str, Any] = {
             "file_bytes": manifest.files[manifest.variant_file(name)]["bytes"],
             "provider": classifiers[name].providers[0],
             "precision": classifiers[name].precision,
@@ -129,9 +136,13 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
         }
         if texts:
             start = time.perf_counter()
-            classifiers[name].predict(texts, batch_size=32)
+            classifiers[name].predict(texts, batch_size=DEFAULT_BATCH_SIZE)
             seconds = time.perf_counter() - start
-            entry["throughput"] = {"texts": len(texts), "batch_size": 32, "texts_per_s": len(texts) / seconds}
+            entry["throughput"] = {
+                "texts": len(texts),
+                "batch_size": DEFAULT_BATCH_SIZE,
+                "texts_per_s": len(texts) / seconds,
+            }
             time.sleep(config.pause_s)
         result["variants"][name] = entry
     return result

@@ -12,6 +12,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -36,7 +37,7 @@ class MeasureRequest:
     out: str = ""
 
 
-def run_outputs(request: MeasureRequest) -> tuple[dict[str, np.ndarray], dict]:
+def run_outputs(request: MeasureRequest) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The requested outputs for every text, in input order, plus what actually ran them."""
     config = SessionConfig(provider=request.provider, threads=request.threads, strict=True, precision=request.precision)
     engine = Engine(Path(request.model), Tokenizer(Path(request.tokenizer), request.max_length), config)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeSentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    np.savez(request.out, **results)
+    np.savez(request.out, **results)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     print(json.dumps(info | {"request": {k: v for k, v in asdict(request).items() if k != "texts"}}))
     return 0
 

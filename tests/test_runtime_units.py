@@ -346,10 +346,11 @@ def test_manifest_and_file_checks(tmp_path):
 
 
 def test_bench_helpers(bundle):
-    feeds = bench.synthetic_feeds(2, 5, 21128, seed=1)
+    feeds = bench.synthetic_feeds(2, 5, Tokenizer(BERT_TOKENIZER, 64), seed=1)
     ids = feeds["input_ids"]
+    # the bundle's own framing ([CLS] 101 ... [SEP] 102 for bert-base-chinese) and vocabulary (21128)
     assert ids.shape == (2, 5) and ids.dtype == np.int64 and (ids[:, 0] == 101).all() and (ids[:, -1] == 102).all()
-    assert ((ids[:, 1:-1] >= 1000) & (ids[:, 1:-1] < 20000)).all() and (feeds["attention_mask"] == 1).all()
+    assert ((ids[:, 1:-1] >= 21128 // 20) & (ids[:, 1:-1] < 21128)).all() and (feeds["attention_mask"] == 1).all()
     assert (feeds["token_type_ids"] == 0).all()
     stats = bench.percentiles([0.001, 0.002, 0.003, 0.004, 0.010])
     assert stats == pytest.approx({"p50_ms": 3.0, "p90_ms": 7.6, "p99_ms": 9.76, "runs": 5})
@@ -364,3 +365,9 @@ def test_bench_helpers(bundle):
     fp32 = result["variants"]["fp32"]
     assert fp32["provider"] == "CPUExecutionProvider" and fp32["file_bytes"] == (bundle / "model.onnx").stat().st_size
     assert list(fp32["latency"]) == ["8", "16"] and fp32["latency"]["16"]["runs"] == 2
+
+
+def test_bench_feeds_follow_another_tokenizer(word_tokenizer):
+    """A bundle whose tokenizer is not bert-base-chinese's: ids stay inside its vocabulary, no [CLS]/[SEP] ids."""
+    ids = bench.synthetic_feeds(3, 6, Tokenizer(word_tokenizer, 8), seed=0)["input_ids"]
+    assert ids.max() < 8 and not np.isin(ids, [101, 102]).any()

@@ -56,6 +56,7 @@ def fit_head(
     yt = torch.from_numpy(y_train.astype(np.int64))
     has_dev = x_dev is not None and y_dev is not None and len(x_dev) > 0
     if has_dev:
+        assert x_dev is not None and y_dev is not None
         xd = torch.from_numpy(((x_dev - mean) / std).astype(np.float32))
         yd = torch.from_numpy(y_dev.astype(np.int64))
     model = nn.Linear(xt.shape[1], num_labels)

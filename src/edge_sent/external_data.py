@@ -7,6 +7,7 @@ attributes (If/Loop bodies) are walked too. Large fields (weights) are skipped b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from edge_sent.errors import BundleError
@@ -25,12 +26,13 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: memoryview):
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview | None]]:
     """Yield (field number, wire type, value) with length-delimited values as memoryviews."""
     pos = 0
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
+        value: int | memoryview | None
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
@@ -47,11 +49,18 @@ def _fields(buf: memoryview):
         yield number, wire, value
 
 
+def _messages(buf: memoryview) -> Iterator[tuple[int, memoryview]]:
+    """The length-delimited fields (sub-messages, strings) of a message, as (field number, bytes)."""
+    for number, wire, value in _fields(buf):
+        if wire == 2 and isinstance(value, memoryview):
+            yield number, value
+
+
 def _tensor_locations(tensor: memoryview) -> list[str]:
     found = []
-    for number, wire, value in _fields(tensor):
-        if number == 13 and wire == 2:
-            entry = {n: bytes(v).decode("utf-8", "replace") for n, w, v in _fields(value) if w == 2}
+    for number, value in _messages(tensor):
+        if number == 13:
+            entry = {n: bytes(v).decode("utf-8", "replace") for n, v in _messages(value)}
             if entry.get(1) == "location":
                 found.append(entry.get(2, ""))
     return found
@@ -59,22 +68,20 @@ def _tensor_locations(tensor: memoryview) -> list[str]:
 
 def _graph_locations(graph: memoryview) -> list[str]:
     found: list[str] = []
-    for number, wire, value in _fields(graph):
-        if wire != 2:
-            continue
+    for number, value in _messages(graph):
         if number == 5:  # initializer
             found += _tensor_locations(value)
         elif number == 15:  # sparse_initializer: values (1) and indices (2) are tensors
-            for n, w, v in _fields(value):
-                if w == 2 and n in (1, 2):
+            for n, v in _messages(value):
+                if n in (1, 2):
                     found += _tensor_locations(v)
         elif number == 1:  # node -> attribute (5) -> g (6) / graphs (11) / t (5) / tensors (10)
-            for n, w, attribute in _fields(value):
-                if n == 5 and w == 2:
-                    for an, aw, av in _fields(attribute):
-                        if aw == 2 and an in (6, 11):
+            for n, attribute in _messages(value):
+                if n == 5:
+                    for an, av in _messages(attribute):
+                        if an in (6, 11):
                             found += _graph_locations(av)
-                        elif aw == 2 and an in (5, 10):
+                        elif an in (5, 10):
                             found += _tensor_locations(av)
     return found
 
@@ -84,8 +91,8 @@ def external_data_files(model_path: Path) -> list[str]:
     data = memoryview(model_path.read_bytes())
     try:
         found: list[str] = []
-        for number, wire, value in _fields(data):
-            if number == 7 and wire == 2:
+        for number, value in _messages(data):
+            if number == 7:
                 found += _graph_locations(value)
         return found
     except ValueError as exc:

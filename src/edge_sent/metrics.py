@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -21,7 +23,7 @@ def macro_f1(matrix: np.ndarray) -> float:
     return float(f1.mean())
 
 
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
     matrix = confusion(y_true, y_pred, len(labels))
     total = int(matrix.sum())
     return {

@@ -68,6 +68,10 @@ class Tokenizer:
         self.max_length = max_length
         pad = tokenizer.token_to_id("[PAD]")
         self.pad_id = 0 if pad is None else int(pad)
+        framing = tokenizer.encode("", add_special_tokens=True).ids  # e.g. [CLS] [SEP]
+        self.first_id = int(framing[0]) if framing else None
+        self.last_id = int(framing[-1]) if len(framing) > 1 else None
+        self.vocab_size = int(tokenizer.get_vocab_size())
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         check_texts(texts)
