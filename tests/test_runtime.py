@@ -204,6 +204,14 @@ def test_newer_format_missing_bundle_and_edited_manifest(tiny_bundle, tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="newer than this edge-sent understands"):
         Classifier.load(bundle)
+    manifest["format_version"] = 0
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="bundle format version 0 is older than this edge-sent reads"):
+        Classifier.load(bundle)
+    del manifest["format_version"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="no bundle format version"):
+        Classifier.load(bundle)
     manifest["format_version"] = 1
     manifest["files"]["model.onnx"]["sha256"] = "0" * 64
     (bundle / "manifest.json").write_text(json.dumps(manifest))

@@ -45,4 +45,12 @@ def test_plain_install_runs_predict_without_torch(tiny_bundle, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["label"] in ("0", "1")
+    # from the repository root too: nothing there may shadow the installed package (the base lives in src/)
+    code = (
+        "from edge_sent.runtime import Classifier; "
+        f"print(Classifier.load({str(tiny_bundle)!r}).predict(['很好'])[0].label)"
+    )
+    proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() in ("0", "1")
     print(f"runtime-only venv: {_dir_mb(venv):.0f} MB")

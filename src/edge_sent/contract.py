@@ -17,7 +17,8 @@ from edge_sent.variants import QUANTIZE_CHOICES, VARIANT_FILES
 __all__ = ["QUANTIZE_CHOICES", "VARIANT_FILES"]  # re-exported: the table lives in edge_sent.variants
 
 FORMAT = "edge-sent/bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what this edge-sent writes; it reads MIN_FORMAT_VERSION..FORMAT_VERSION
+MIN_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
@@ -85,10 +86,17 @@ def read_manifest(bundle_dir: Path | str) -> Manifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{path}: unknown format {data.get('format') if isinstance(data, dict) else None!r}")
     version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{path}: no bundle format version (format_version is {version!r}); re-export the bundle")
+    if version > FORMAT_VERSION:
         raise BundleError(
-            f"{path}: bundle format version {version!r} is newer than this edge-sent understands "
+            f"{path}: bundle format version {version} is newer than this edge-sent understands "
             f"({FORMAT_VERSION}); upgrade edge-sent"
+        )
+    if version < MIN_FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: bundle format version {version} is older than this edge-sent reads "
+            f"({MIN_FORMAT_VERSION} to {FORMAT_VERSION}); re-export it with `edge-sent export`"
         )
     for key in ("labels", "max_length", "files", "variants"):
         if key not in data:
