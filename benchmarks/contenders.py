@@ -3,7 +3,6 @@ grid: identical tokens for all) and `classify(texts)` with its own padding habit
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from safetensors.numpy import load_file
 
+from edge_sent.rundir import RunDir, read_run_meta
 from edge_sent.runtime import Classifier
 from edge_sent.tokenization import Tokenizer
 
@@ -40,13 +40,13 @@ class TorchEager:
         from edge_sent.train.encoders import load_encoder
         from edge_sent.train.model import SentimentModel
 
-        meta = json.loads((run_dir / "head.json").read_text())
-        encoder = load_encoder(meta["encoder"]["spec"])
-        weights = load_file(str(run_dir / "head.safetensors"))
+        meta = read_run_meta(run_dir)
+        encoder = load_encoder(meta.encoder.spec)
+        weights = load_file(str(RunDir(run_dir).head_weights))
         head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
         head.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-        self.model = SentimentModel(encoder.model, meta["pooling"], head).eval()
-        self.tok = Tokenizer(encoder.tokenizer_file, int(meta["max_length"]))
+        self.model = SentimentModel(encoder.model, meta.pooling, head).eval()
+        self.tok = Tokenizer(encoder.tokenizer_file, meta.max_length)
         self.threads, self.fixed, self.name = threads, fixed_length, name
 
     def run(self, feeds):
@@ -64,10 +64,9 @@ class _OptimumHead:
     """Optimum's feature-extraction output -> the run's head on its [CLS] row, batches padded in input order."""
 
     def __init__(self, run_dir: Path, tokenizer_file: Path, session) -> None:
-        meta = json.loads((run_dir / "head.json").read_text())
-        head = load_file(str(run_dir / "head.safetensors"))
+        head = load_file(str(RunDir(run_dir).head_weights))
         self.w, self.b = head["weight"].T, head["bias"]
-        self.tok = Tokenizer(tokenizer_file, int(meta["max_length"]))
+        self.tok = Tokenizer(tokenizer_file, read_run_meta(run_dir).max_length)
         self.session = session
         self.inputs = {i.name for i in session.get_inputs()}
         self.name = "(c) Optimum int8"
@@ -92,8 +91,7 @@ class OptimumInt8(_OptimumHead):
 
         from edge_sent.train.encoders import load_encoder
 
-        meta = json.loads((run_dir / "head.json").read_text())
-        encoder = load_encoder(meta["encoder"]["spec"])
+        encoder = load_encoder(read_run_meta(run_dir).encoder.spec)
         work = Path(workdir or tempfile.mkdtemp(prefix="optimum-"))
         hf_dir = self.hf_dir = work / "hf"
         encoder.model.save_pretrained(hf_dir)
@@ -146,7 +144,7 @@ class EdgeSent:
             bundle, variant=variant, provider=provider, threads=threads, strict=True, precision=precision
         )
         self.name = f"edge-sent {variant}" + ("" if provider == "cpu" else f" ({provider} {self.clf.precision})")
-        self.file_bytes = self.clf.manifest.files[self.clf.manifest.variant_file(variant)]["bytes"]
+        self.file_bytes = self.clf.manifest.files[self.clf.manifest.variant_file(variant)].bytes
 
     def run(self, feeds):
         return self.clf.run_feeds(feeds)

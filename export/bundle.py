@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edge_sent.contract import MANIFEST, TMP_PREFIX, file_entry
+from edge_sent.contract import TMP_PREFIX
 from edge_sent.errors import EdgeSentError
 
 
@@ -84,12 +84,3 @@ def hf_config(encoder_config: dict, labels: list[str], max_length: int, pooling:
         problem_type="single_label_classification",
     )
     return {k: v for k, v in config.items() if v is not None}
-
-
-def finalize_manifest(directory: Path, manifest: dict) -> dict:
-    """Hash every file in the directory into the manifest and write it (the manifest last)."""
-    manifest["files"] = {
-        p.name: file_entry(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST
-    }
-    write_json(directory / MANIFEST, manifest)
-    return manifest

@@ -15,10 +15,10 @@ from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, refit, runners, verify
 from edge_sent.labeled import DataConfig, label_ids, load_labeled
 from edge_sent.readers import read_records
+from edge_sent.rundir import RunDir, RunMeta, read_run_meta
 from edge_sent.tokenization import Tokenizer
 from edge_sent.train.encoders import LoadedEncoder, load_encoder
 from edge_sent.train.model import SentimentModel
-from edge_sent.train.run import HEAD_WEIGHTS, load_head_meta
 from edge_sent.variants import QUANTIZE_CHOICES, VARIANTS
 
 
@@ -46,7 +46,7 @@ class Prepared:
     """The record every export step reads."""
 
     config: ExportConfig
-    meta: dict
+    meta: RunMeta
     encoder: LoadedEncoder
     model: SentimentModel
     tokenizer: Tokenizer
@@ -63,11 +63,11 @@ class Prepared:
 
     @property
     def max_length(self) -> int:
-        return int(self.meta["max_length"])
+        return self.meta.max_length
 
     @property
     def cls_only(self) -> bool:
-        return self.meta["pooling"] == "cls"
+        return self.meta.pooling == "cls"
 
 
 def texts_from(path: Path, text_field: str, limit: int | None = None) -> list[str]:
@@ -80,24 +80,25 @@ def texts_from(path: Path, text_field: str, limit: int | None = None) -> list[st
     return texts
 
 
-def load_model(run_dir: Path, meta: dict) -> tuple[LoadedEncoder, SentimentModel]:
-    encoder = load_encoder(meta["encoder"]["spec"])
-    if encoder.identity != meta["encoder"]["identity"]:
+def load_model(run_dir: Path, meta: RunMeta) -> tuple[LoadedEncoder, SentimentModel]:
+    encoder = load_encoder(meta.encoder.spec)
+    if encoder.identity != meta.encoder.identity:
         raise EdgeSentError(
-            f"encoder {meta['encoder']['spec']!r} now loads different weights than it did for training "
+            f"encoder {meta.encoder.spec!r} now loads different weights than it did for training "
             f"({run_dir}); retrain or point --encoder at the original weights"
         )
+    path = RunDir(run_dir).head_weights
     try:
-        weights = load_file(str(run_dir / HEAD_WEIGHTS))
+        weights = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
-        raise EdgeSentError(f"{run_dir / HEAD_WEIGHTS}: cannot read ({exc})") from None
+        raise EdgeSentError(f"{path}: cannot read ({exc})") from None
     head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
     head.load_state_dict(weights)
-    return encoder, SentimentModel(encoder.model, meta["pooling"], head).eval()
+    return encoder, SentimentModel(encoder.model, meta.pooling, head).eval()
 
 
-def _calibration(config: ExportConfig, meta: dict) -> tuple[Path, tuple[str, ...]]:
-    path = config.calibration or config.run_dir / meta["files"]["calibration"]
+def _calibration(config: ExportConfig, meta: RunMeta) -> tuple[Path, tuple[str, ...]]:
+    path = config.calibration or RunDir(config.run_dir).file(meta.calibration_file)
     if not any(VARIANTS[name].needs_calibration for name in config.quantize):
         return path, ()
     if not Path(path).is_file():
@@ -109,11 +110,11 @@ def _calibration(config: ExportConfig, meta: dict) -> tuple[Path, tuple[str, ...
     return path, tuple(texts)
 
 
-def _eval_set(config: ExportConfig, meta: dict) -> tuple[list[str], np.ndarray] | None:
+def _eval_set(config: ExportConfig, meta: RunMeta) -> tuple[list[str], np.ndarray] | None:
     if config.eval is None:
         return None
     data = load_labeled(config.eval, config.data)
-    ids = label_ids(data, meta["labels"], [meta.get("data_labels", [])], known_from="the run's labels")
+    ids = label_ids(data, list(meta.labels), [meta.data_labels], known_from="the run's labels")
     n = config.eval_limit or len(data)
     return data.texts[:n], ids[:n]
 
@@ -123,21 +124,21 @@ def prepare(config: ExportConfig, say) -> Prepared:
     unknown = [q for q in config.quantize if q not in QUANTIZE_CHOICES]
     if unknown:
         raise EdgeSentError(f"unknown --quantize value {unknown[0]!r} (choose from {', '.join(QUANTIZE_CHOICES)})")
-    meta = load_head_meta(config.run_dir)
+    meta = read_run_meta(config.run_dir)
     if config.out.exists() and not config.force:
         raise EdgeSentError(f"{config.out} already exists (use --force to replace it)")
     calibration_source, calibration = _calibration(config, meta)
     eval_set = _eval_set(config, meta)
     refit_names = refit.variants_to_refit(config.refit_head, config.quantize)
     openvino = runners.openvino_runner(config.openvino_python)
-    say(f"loading encoder {meta['encoder']['spec']}")
+    say(f"loading encoder {meta.encoder.spec}")
     encoder, model = load_model(config.run_dir, meta)
     refit_data = None
     if refit_names:
         head = (model.head.weight.detach().numpy(), model.head.bias.detach().numpy())
         refit_data = refit.load_refit_data(config.run_dir, meta, config.refit_data, config.data, head)
-    tokenizer = Tokenizer(encoder.tokenizer_file, int(meta["max_length"]))
-    source = config.run_dir / (meta["files"].get("dev") or meta["files"]["calibration"])
+    tokenizer = Tokenizer(encoder.tokenizer_file, meta.max_length)
+    source = RunDir(config.run_dir).file(meta.dev_file or meta.calibration_file)
     verify_texts = verify.select_texts(texts_from(source, "text"), tokenizer, config.verify_size)
     return Prepared(
         config=config,

@@ -20,6 +20,7 @@ from edge_sent.contract import OUTPUT_NAMES
 from edge_sent.errors import EdgeSentError
 from edge_sent.export.graph import POOLED
 from edge_sent.labeled import DataConfig, LabeledData, label_ids, load_labeled
+from edge_sent.rundir import RunDir, RunMeta
 from edge_sent.runtime.measure import MeasureRequest
 from edge_sent.train.head import HeadConfig, fit_head
 
@@ -36,26 +37,25 @@ class RefitData:
 
 
 def load_refit_data(
-    run_dir: Path, meta: dict, override: Path | None, data: DataConfig, head: tuple[np.ndarray, np.ndarray]
+    run_dir: Path, meta: RunMeta, override: Path | None, data: DataConfig, head: tuple[np.ndarray, np.ndarray]
 ) -> RefitData:
     """The training set the run was fitted on (recorded in RUN_DIR, or --refit-data) and the run's dev copy."""
-    recorded = meta.get("data") or {}
-    path = override or (Path(recorded["train"]) if recorded.get("train") else None)
+    recorded = meta.data
+    path = override or (Path(recorded.train) if recorded else None)
     if path is None:
         raise EdgeSentError(f"{run_dir}: the run does not record its training data; pass --refit-data TRAIN_FILE")
     if not path.is_file():
         raise EdgeSentError(f"refit training data not found: {path} (pass --refit-data TRAIN_FILE)")
-    columns = (
-        data if override else DataConfig(recorded.get("text_column", "text_a"), recorded.get("label_column", "label"))
-    )
+    columns = data if override or recorded is None else DataConfig(recorded.text_column, recorded.label_column)
     train = load_labeled(path, columns)
-    limit = None if override else recorded.get("limit")
+    limit = None if override or recorded is None else recorded.limit
     if limit:
         train = LabeledData(train.path, train.texts[:limit], train.labels[:limit], train.skipped_empty)
-    labels, aliases = list(meta["labels"]), [meta.get("data_labels", [])]
+    labels, aliases = list(meta.labels), [meta.data_labels]
     dev = dev_ids = None
-    if meta["files"].get("dev") and (run_dir / meta["files"]["dev"]).is_file():
-        dev = load_labeled(run_dir / meta["files"]["dev"], DataConfig("text", "label"))
+    dev_path = RunDir(run_dir).file(meta.dev_file) if meta.dev_file else None
+    if dev_path is not None and dev_path.is_file():
+        dev = load_labeled(dev_path, DataConfig("text", "label"))
         dev_ids = label_ids(dev, labels, aliases, known_from="the run's labels")
     train_ids = label_ids(train, labels, aliases, known_from="the run's labels")
     return RefitData(train, train_ids, dev, dev_ids, len(labels), head[0], head[1])
@@ -71,10 +71,10 @@ def variants_to_refit(requested: tuple[str, ...], built: tuple[str, ...]) -> tup
     return tuple(names)
 
 
-def head_config(meta: dict) -> HeadConfig:
+def head_config(meta: RunMeta) -> HeadConfig:
     """The run's own head hyperparameters (head.json), so the refit trains the head the same way."""
     known = HeadConfig.__dataclass_fields__
-    return HeadConfig(**{k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in known})
+    return HeadConfig(**{k: v for k, v in meta.hyperparameters.items() if k in known})
 
 
 def _pooled_type(model: onnx.ModelProto) -> int:

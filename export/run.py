@@ -11,17 +11,25 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from edge_sent import __version__
-from edge_sent.contract import CONFIG, FORMAT, FORMAT_VERSION, PORTABLE_FILE, TOKENIZER, VARIANT_FILES
+from edge_sent.contract import (
+    CONFIG,
+    FORMAT,
+    FORMAT_VERSION,
+    PORTABLE_FILE,
+    TOKENIZER,
+    VARIANT_FILES,
+    write_manifest,
+)
 from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, refit, runners, verify
-from edge_sent.export.bundle import finalize_manifest, hf_config, staging_dir, write_json
+from edge_sent.export.bundle import hf_config, staging_dir, write_json
 from edge_sent.export.prepare import ExportConfig, Prepared, load_model, prepare, texts_from
 from edge_sent.export.variants import BUILDERS, BuildInputs
 from edge_sent.progress import stderr
@@ -152,7 +160,7 @@ def measure_variant(job: Prepared, tmp: Path, entry: dict, ref: Reference) -> No
 
 
 def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
-    labels = list(job.meta["labels"])
+    labels = list(job.meta.labels)
     verification = {
         "source": str(job.source),
         "n_texts": len(job.verify_texts),
@@ -166,11 +174,11 @@ def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
         "format_version": FORMAT_VERSION,
         "edge_sent_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "encoder": job.meta["encoder"] | {"random_weights": job.encoder.is_random},
+        "encoder": asdict(job.meta.encoder) | {"random_weights": job.encoder.is_random},
         "labels": labels,
-        "data_labels": list(job.meta.get("data_labels", labels)),  # the labels as the training data wrote them
+        "data_labels": list(job.meta.data_labels),  # the labels as the training data wrote them
         "max_length": job.max_length,
-        "pooling": job.meta["pooling"],
+        "pooling": job.meta.pooling,
         "portable_file": PORTABLE_FILE if job.config.portable else None,
         "verification": verification,
         "variants": variants,
@@ -187,11 +195,11 @@ def write_bundle(job: Prepared, tmp: Path, variants: dict[str, dict]) -> dict:
     if not job.config.portable:
         (tmp / PORTABLE_FILE).unlink()
     shutil.copyfile(job.encoder.tokenizer_file, tmp / TOKENIZER)
-    labels = list(job.meta["labels"])
-    write_json(tmp / CONFIG, hf_config(job.encoder.config, labels, job.max_length, job.meta["pooling"]))
+    labels = list(job.meta.labels)
+    write_json(tmp / CONFIG, hf_config(job.encoder.config, labels, job.max_length, job.meta.pooling))
     manifest = manifest_record(job, variants)
     _checkpoint("manifest")
-    return finalize_manifest(tmp, manifest)
+    return write_manifest(tmp, manifest)
 
 
 def export_bundle(config: ExportConfig) -> dict:

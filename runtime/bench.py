@@ -122,14 +122,14 @@ def run_bench(bundle: str, config: BenchConfig, texts: list[str] | None = None) 
             "python": platform.python_version(),
             "onnxruntime": ort.__version__,
         },
-        "random_weights": bool(manifest.data["encoder"].get("random_weights")),
+        "random_weights": manifest.random_weights,
         "batch_size": config.batch_size,
         "threads": config.threads,
         "variants": {},
     }
     for name in names:
         entry: dict[str, Any] = {
-            "file_bytes": manifest.files[manifest.variant_file(name)]["bytes"],
+            "file_bytes": manifest.files[manifest.variant_file(name)].bytes,
             "provider": classifiers[name].providers[0],
             "precision": classifiers[name].precision,
             "latency": {k: percentiles(v) for k, v in latency[name].items()},

@@ -60,12 +60,12 @@ def test_fp32_graph_matches_torch_measured_here(tiny_run, tiny_bundle):
     import onnxruntime as ort
 
     from edge_sent.export.run import _load_model
+    from edge_sent.rundir import read_run_meta
     from edge_sent.tokenization import Tokenizer
-    from edge_sent.train.run import load_head_meta
 
-    meta = load_head_meta(tiny_run)
+    meta = read_run_meta(tiny_run)
     _, model = _load_model(tiny_run, meta)
-    encoder = Tokenizer(tiny_bundle / "tokenizer.json", meta["max_length"])
+    encoder = Tokenizer(tiny_bundle / "tokenizer.json", meta.max_length)
     texts = [line.split("\t", 1)[1] for line in (DATA / "test.tsv").read_text().splitlines()[1:41]]
     reference = verify.torch_logits(model, encoder, texts)
     session = ort.InferenceSession(str(tiny_bundle / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -8,6 +8,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
 from safetensors.torch import save_file
 
 from edge_sent import __version__
@@ -15,15 +17,21 @@ from edge_sent.contract import sha256_file
 from edge_sent.errors import EdgeSentError
 from edge_sent.labeled import DataConfig, LabeledData, label_ids, label_set, load_labeled
 from edge_sent.metrics import classification_report
-from edge_sent.train.encoders import POOLINGS, load_encoder
+from edge_sent.rundir import (
+    CALIBRATION,
+    DEV_COPY,
+    HEAD_WEIGHTS,
+    REPORT,
+    EncoderRef,
+    RunMeta,
+    TrainingData,
+    write_json,
+    write_run_meta,
+)
+from edge_sent.train.encoders import POOLINGS, LoadedEncoder, load_encoder
 from edge_sent.train.features import default_cache_dir, extract_features
 from edge_sent.train.head import HeadConfig, fit_head, predict_head
 
-HEAD_WEIGHTS = "head.safetensors"
-HEAD_META = "head.json"
-REPORT = "report.json"
-CALIBRATION = "calibration.jsonl"
-DEV_COPY = "dev.jsonl"
 CALIBRATION_SAMPLE = 500
 
 
@@ -57,11 +65,18 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def train(config: TrainConfig) -> dict:
-    if config.pooling not in POOLINGS:
-        raise EdgeSentError(f"unknown pooling {config.pooling!r} (choose from {', '.join(POOLINGS)})")
-    if config.head.epochs < 1:
-        raise EdgeSentError("--epochs must be at least 1")
+@dataclass(frozen=True)
+class Splits:
+    """The labelled data of a run: train plus optional dev/test, label ids and display names."""
+
+    train: LabeledData
+    side: dict[str, LabeledData]  # "dev", "test"
+    labels: list[str]  # as the data writes them, sorted (label_set)
+    names: list[str]  # display names, same order
+    ids: dict[str, np.ndarray]
+
+
+def load_splits(config: TrainConfig) -> Splits:
     train_data = _limit(load_labeled(config.train, config.data), config.limit)
     labels = label_set(train_data)
     side = {}
@@ -72,6 +87,16 @@ def train(config: TrainConfig) -> dict:
     names = list(config.label_names) if config.label_names else labels
     if len(names) != len(labels):
         raise EdgeSentError(f"--label-names gives {len(names)} names for {len(labels)} labels ({', '.join(labels)})")
+    return Splits(train_data, side, labels, names, ids)
+
+
+def train(config: TrainConfig) -> dict:
+    if config.pooling not in POOLINGS:
+        raise EdgeSentError(f"unknown pooling {config.pooling!r} (choose from {', '.join(POOLINGS)})")
+    if config.head.epochs < 1:
+        raise EdgeSentError("--epochs must be at least 1")
+    splits = load_splits(config)
+    train_data, side, labels, names, ids = splits.train, splits.side, splits.labels, splits.names, splits.ids
 
     encoder = load_encoder(config.encoder)
     max_length = min(config.max_length, encoder.max_positions)
@@ -112,10 +137,19 @@ def train(config: TrainConfig) -> dict:
         pred = predict_head(result.head, x[split]).argmax(axis=1)
         report[split] = classification_report(ids[split], pred, names)
 
+    write_run(config, splits, encoder, result.head, max_length, report)
+    return report
+
+
+def write_run(
+    config: TrainConfig, splits: Splits, encoder: LoadedEncoder, head: torch.nn.Linear, max_length: int, report: dict
+) -> None:
+    """RUN_DIR: head weights, calibration sample, dev copy, head.json (RunMeta) and the report."""
+    train_data, side, labels, names = splits.train, splits.side, splits.labels, splits.names
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     save_file(
-        {"weight": result.head.weight.detach().contiguous(), "bias": result.head.bias.detach().contiguous()},
+        {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
         str(out / HEAD_WEIGHTS),
     )
     rng = random.Random(config.head.seed)
@@ -126,39 +160,21 @@ def train(config: TrainConfig) -> dict:
             out / DEV_COPY,
             [{"text": t, "label": lab} for t, lab in zip(side["dev"].texts, side["dev"].labels, strict=True)],
         )
-    meta = {
-        "edge_sent_version": __version__,
-        "encoder": {"spec": config.encoder, "identity": encoder.identity, "revision": encoder.revision},
-        "tokenizer_sha256": sha256_file(encoder.tokenizer_file),
-        "max_length": max_length,
-        "pooling": config.pooling,
-        "labels": names,
-        "data_labels": labels,
-        "hidden_size": encoder.hidden_size,
-        "hyperparameters": asdict(config.head),
-        "files": {"calibration": CALIBRATION, "dev": DEV_COPY if "dev" in side else None},
-        "data": {  # what `edge-sent export --refit-head` refits on
-            "train": str(Path(config.train).resolve()),
-            "limit": config.limit,
-            "text_column": config.data.text_field,
-            "label_column": config.data.label_field,
-        },
-    }
-    (out / HEAD_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return report
-
-
-def load_head_meta(run_dir: Path) -> dict:
-    for name in (HEAD_WEIGHTS, HEAD_META):
-        if not (run_dir / name).is_file():
-            raise EdgeSentError(f"{run_dir}: not a complete run directory ({name} is missing; run `edge-sent train`)")
-    try:
-        meta = json.loads((run_dir / HEAD_META).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgeSentError(f"{run_dir / HEAD_META}: not valid JSON ({exc})") from None
-    required = ("encoder", "max_length", "pooling", "labels", "files")
-    missing = [k for k in required if not isinstance(meta, dict) or k not in meta]
-    if missing or not isinstance(meta.get("encoder"), dict) or "spec" not in meta["encoder"]:
-        raise EdgeSentError(f"{run_dir / HEAD_META}: incomplete run metadata (missing {missing or ['encoder.spec']})")
-    return meta
+    meta = RunMeta(
+        edge_sent_version=__version__,
+        encoder=EncoderRef(config.encoder, encoder.identity, encoder.revision),
+        tokenizer_sha256=sha256_file(encoder.tokenizer_file),
+        max_length=max_length,
+        pooling=config.pooling,
+        labels=tuple(names),
+        data_labels=tuple(labels),
+        hidden_size=encoder.hidden_size,
+        hyperparameters=asdict(config.head),
+        calibration_file=CALIBRATION,
+        dev_file=DEV_COPY if "dev" in side else None,
+        data=TrainingData(  # what `edge-sent export --refit-head` refits on
+            str(Path(config.train).resolve()), config.limit, config.data.text_field, config.data.label_field
+        ),
+    )
+    write_run_meta(out, meta)
+    write_json(out / REPORT, report)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from edge_sent.errors import BundleError
+from edge_sent.external_data import check_external_data
 from edge_sent.variants import QUANTIZE_CHOICES, VARIANT_FILES
 
 __all__ = ["QUANTIZE_CHOICES", "VARIANT_FILES"]  # re-exported: the table lives in edge_sent.variants
@@ -37,39 +39,158 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileEntry:
+        return cls(sha256_file(path), path.stat().st_size)
+
+    @classmethod
+    def from_json(cls, data: Any) -> FileEntry:
+        if not isinstance(data, dict):
+            raise TypeError(f"a file entry must be an object, got {type(data).__name__}")
+        return cls(str(data.get("sha256", "")), int(data.get("bytes", -1)))
+
+
 def file_entry(path: Path) -> dict[str, Any]:
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return asdict(FileEntry.of(path))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A variant's answers against fp32's on the same texts."""
+
+    label_agreement: float
+    max_abs_dprob: float
+    mean_abs_dprob: float
+
+    @classmethod
+    def from_json(cls, data: Any) -> Agreement | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(float(data["label_agreement"]), float(data["max_abs_dprob"]), float(data["mean_abs_dprob"]))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the export measured for one variant (on `verified_on`; None: the CPU could not run it)."""
+
+    verified_on: str | None
+    labels: tuple[int, ...]  # the labels it gave the verification texts: the runtime reproduces them
+    max_abs_dlogit: float | None  # against torch
+    vs_fp32: Agreement | None
+    eval_accuracy: float | None
+    eval_vs_fp32: Agreement | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Verification:
+        vs_torch = data.get("vs_torch") or {}
+        return cls(
+            verified_on=data.get("verified_on"),
+            labels=tuple(int(label) for label in data.get("verification_labels") or ()),
+            max_abs_dlogit=float(vs_torch["max_abs_dlogit"]) if "max_abs_dlogit" in vs_torch else None,
+            vs_fp32=Agreement.from_json(data.get("vs_fp32")),
+            eval_accuracy=float(data["eval_accuracy"]) if data.get("eval_accuracy") is not None else None,
+            eval_vs_fp32=Agreement.from_json(data.get("eval_vs_fp32")),
+        )
+
+
+@dataclass(frozen=True)
+class VariantEntry:
+    """One variant of a bundle: its file, its verification, and the whole record as written (ops, build
+    time, calibration, refit, OpenVINO measurements)."""
+
+    name: str
+    file: str
+    verification: Verification
+    record: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, name: str, data: Any) -> VariantEntry:
+        if not isinstance(data, dict) or not isinstance(data.get("file"), str):
+            raise TypeError(f"variant {name!r} needs an object with a 'file'")
+        return cls(name, data["file"], Verification.from_json(data), dict(data))
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """The parsed `manifest.json` of a bundle."""
+    """The parsed `manifest.json` of a bundle: typed views over the JSON (`data`, kept for `info --json`)."""
 
     root: Path
     data: dict[str, Any]
 
-    @property
+    @cached_property
     def labels(self) -> list[str]:
-        return list(self.data["labels"])
+        return [str(label) for label in self.data["labels"]]
 
-    @property
+    @cached_property
+    def data_labels(self) -> list[str]:
+        """The labels as the training data wrote them (absent before edge-sent recorded them: [])."""
+        return [str(label) for label in self.data.get("data_labels") or []]
+
+    @cached_property
     def max_length(self) -> int:
         return int(self.data["max_length"])
 
-    @property
-    def variants(self) -> dict[str, dict[str, Any]]:
-        return dict(self.data.get("variants", {}))
+    @cached_property
+    def random_weights(self) -> bool:
+        return bool((self.data.get("encoder") or {}).get("random_weights"))
 
-    @property
-    def files(self) -> dict[str, dict[str, Any]]:
-        return dict(self.data.get("files", {}))
+    @cached_property
+    def variants(self) -> dict[str, VariantEntry]:
+        return {name: VariantEntry.from_json(name, v) for name, v in (self.data.get("variants") or {}).items()}
+
+    @cached_property
+    def files(self) -> dict[str, FileEntry]:
+        return {name: FileEntry.from_json(entry) for name, entry in (self.data.get("files") or {}).items()}
 
     def variant_file(self, variant: str) -> str:
         try:
-            return str(self.variants[variant]["file"])
+            return self.variants[variant].file
         except KeyError:
             have = ", ".join(sorted(self.variants)) or "none"
             raise BundleError(f"variant {variant!r} is not in bundle {self.root} (it has: {have})") from None
+
+
+def parse_manifest(root: Path, data: Any, where: Path) -> Manifest:
+    """Validate a manifest's JSON (format, version, required keys, every typed record) into a Manifest."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{where}: unknown format {data.get('format') if isinstance(data, dict) else None!r}")
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{where}: no bundle format version (format_version is {version!r}); re-export the bundle")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: bundle format version {version} is newer than this edge-sent understands "
+            f"({FORMAT_VERSION}); upgrade edge-sent"
+        )
+    if version < MIN_FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: bundle format version {version} is older than this edge-sent reads "
+            f"({MIN_FORMAT_VERSION} to {FORMAT_VERSION}); re-export it with `edge-sent export`"
+        )
+    for key in ("labels", "max_length", "files", "variants"):
+        if key not in data:
+            raise BundleError(f"{where}: manifest lacks {key!r}")
+    manifest = Manifest(root=root, data=data)
+    try:
+        manifest.labels, manifest.max_length, manifest.variants, manifest.files  # noqa: B018 - validate every record
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BundleError(f"{where}: malformed manifest ({exc})") from None
+    return manifest
+
+
+def write_manifest(directory: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file in the directory into the record, validate it as a reader would, write it (last)."""
+    data = dict(record) | {
+        "files": {p.name: file_entry(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
+    }
+    parse_manifest(directory, data, directory / MANIFEST)
+    (directory / MANIFEST).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return data
 
 
 def read_manifest(bundle_dir: Path | str) -> Manifest:
@@ -83,25 +204,7 @@ def read_manifest(bundle_dir: Path | str) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BundleError(f"{path}: unknown format {data.get('format') if isinstance(data, dict) else None!r}")
-    version = data.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise BundleError(f"{path}: no bundle format version (format_version is {version!r}); re-export the bundle")
-    if version > FORMAT_VERSION:
-        raise BundleError(
-            f"{path}: bundle format version {version} is newer than this edge-sent understands "
-            f"({FORMAT_VERSION}); upgrade edge-sent"
-        )
-    if version < MIN_FORMAT_VERSION:
-        raise BundleError(
-            f"{path}: bundle format version {version} is older than this edge-sent reads "
-            f"({MIN_FORMAT_VERSION} to {FORMAT_VERSION}); re-export it with `edge-sent export`"
-        )
-    for key in ("labels", "max_length", "files", "variants"):
-        if key not in data:
-            raise BundleError(f"{path}: manifest lacks {key!r}")
-    return Manifest(root=root, data=data)
+    return parse_manifest(root, data, path)
 
 
 def check_file(manifest: Manifest, name: str) -> Path:
@@ -115,17 +218,15 @@ def check_file(manifest: Manifest, name: str) -> Path:
     if not path.is_file():
         raise BundleError(f"{path}: missing")
     size = path.stat().st_size
-    if size != entry.get("bytes"):
-        raise BundleError(f"{path}: altered (size {size} bytes, manifest says {entry.get('bytes')})")
-    if sha256_file(path) != entry.get("sha256"):
+    if size != entry.bytes:
+        raise BundleError(f"{path}: altered (size {size} bytes, manifest says {entry.bytes})")
+    if sha256_file(path) != entry.sha256:
         raise BundleError(f"{path}: altered (sha256 does not match the manifest)")
     return path
 
 
 def verify_bundle(bundle_dir: Path | str) -> list[str]:
     """Check every file of the manifest; return the problems found (empty when the bundle is intact)."""
-    from edge_sent.external_data import check_external_data
-
     manifest = read_manifest(bundle_dir)
     problems = []
     for name in sorted(manifest.files):

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
-from edge_sent.contract import read_manifest, verify_bundle
+from edge_sent.contract import MANIFEST, read_manifest, verify_bundle
 from edge_sent.errors import EdgeSentError
 from edge_sent.providers import PROVIDER_HELP
 from edge_sent.variants import variant_help
@@ -150,7 +150,7 @@ def eval_cmd(
     # labels by name; else as the training data wrote them (bundles since 0.1 record them); else by their
     # position as an id ("0", "1", ... as in ChnSentiCorp). A real name always keeps its own position.
     positions = [str(i) for i in range(len(clf.labels))]
-    aliases = [positions, list(clf.manifest.data.get("data_labels", []))]
+    aliases = [positions, clf.manifest.data_labels]
     y_true = label_ids(dataset, clf.labels, aliases, known_from="the bundle's labels")
     start = time.perf_counter()
     preds = clf.predict(dataset.texts, batch_size=batch_size)
@@ -163,7 +163,7 @@ def eval_cmd(
         "seconds": seconds,
         "truncated": sum(p.truncated for p in preds),
         "skipped_empty": dataset.skipped_empty,
-        "random_weights": bool(clf.manifest.data["encoder"].get("random_weights")),
+        "random_weights": clf.manifest.random_weights,
     }
     if json_out:
         print_json(report)
@@ -213,9 +213,7 @@ def verify_cmd(
     """Check every file of the bundle against its sha256 and size in the manifest."""
     manifest = read_manifest(bundle)
     problems = verify_bundle(bundle)
-    unlisted = sorted(
-        p.name for p in Path(bundle).iterdir() if p.name != "manifest.json" and p.name not in manifest.files
-    )
+    unlisted = sorted(p.name for p in Path(bundle).iterdir() if p.name != MANIFEST and p.name not in manifest.files)
     if json_out:
         print_json({"ok": not problems, "problems": problems, "files": len(manifest.files), "unlisted": unlisted})
     if problems:
