@@ -27,6 +27,7 @@ from onnx import TensorProto, helper
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import EdgeSent, OptimumInt8, TorchEager
 
+from edge_sent.contract import CONFIG, MANIFEST, TOKENIZER
 from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds, time_calls
 from edge_sent.tokenization import Tokenizer
@@ -92,9 +93,9 @@ def gemm_ceiling(threads: int) -> dict:
 
 def ceiling_fractions(bundle: Path, thread_list: list[int]) -> dict:
     """The GEMM ceilings, and each edge-sent variant's effective ops/s at batch 32 x 128, in one process."""
-    cfg = json.loads((bundle / "config.json").read_text())
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    feeds = synthetic_feeds(32, 128, Tokenizer(bundle / "tokenizer.json", 512))
+    cfg = json.loads((bundle / CONFIG).read_text())
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    feeds = synthetic_feeds(32, 128, Tokenizer(bundle / TOKENIZER, 512))
     out = {}
     for threads in thread_list:
         ceiling = gemm_ceiling(threads)
@@ -177,9 +178,9 @@ def main() -> None:
         return
     lengths = [int(x) for x in args.lengths.split(",")]
     thread_list = [int(x) for x in args.threads.split(",")]
-    manifest = json.loads((args.bundle / "manifest.json").read_text())
-    cfg = json.loads((args.bundle / "config.json").read_text())
-    tokenizer = Tokenizer(args.bundle / "tokenizer.json", int(manifest["max_length"]))
+    manifest = json.loads((args.bundle / MANIFEST).read_text())
+    cfg = json.loads((args.bundle / CONFIG).read_text())
+    tokenizer = Tokenizer(args.bundle / TOKENIZER, int(manifest["max_length"]))
     texts = [r.text for r in read_records(args.data) if r.text.strip()]
     variants = [v for v in ("fp32", "int8", "int8-static", "int4") if v in manifest["variants"]]
     results: dict = {

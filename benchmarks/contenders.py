@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from safetensors.numpy import load_file
 
+from edge_sent.contract import TOKENIZER
 from edge_sent.rundir import RunDir, read_run_meta
 from edge_sent.runtime import Classifier
 from edge_sent.tokenization import Tokenizer
@@ -95,7 +96,7 @@ class OptimumInt8(_OptimumHead):
         work = Path(workdir or tempfile.mkdtemp(prefix="optimum-"))
         hf_dir = self.hf_dir = work / "hf"
         encoder.model.save_pretrained(hf_dir)
-        (hf_dir / "tokenizer.json").write_bytes(encoder.tokenizer_file.read_bytes())
+        (hf_dir / TOKENIZER).write_bytes(encoder.tokenizer_file.read_bytes())
         exported = ORTModelForFeatureExtraction.from_pretrained(hf_dir, export=True)
         exported.save_pretrained(work / "onnx")
         self.recipe = "export + O2 + avx512_vnni dynamic int8"

@@ -24,6 +24,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import EdgeSent, OptimumGraph
 
+from edge_sent.contract import TOKENIZER
 from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds
 from edge_sent.tokenization import Tokenizer
@@ -58,8 +59,8 @@ def main() -> None:
     args = ap.parse_args()
     if "OpenVINOExecutionProvider" not in ort.get_available_providers():
         sys.exit("error: run this in the OpenVINO venv (scripts/openvino-venv.sh)")
-    tokenizer = Tokenizer(args.bundle / "tokenizer.json", 512)
-    found = contenders(args, args.bundle / "tokenizer.json")
+    tokenizer = Tokenizer(args.bundle / TOKENIZER, 512)
+    found = contenders(args, args.bundle / TOKENIZER)
     runners = {name: c.run for name, c in found.items()}
     result: dict = {
         "command": " ".join(["python", *sys.argv]),
