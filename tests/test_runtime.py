@@ -230,6 +230,7 @@ def guard(name, *a, **k):
     return real(name, *a, **k)
 builtins.__import__ = guard
 from edge_sent.runtime import Classifier
+from edge_sent.runtime.score import score
 from edge_sent.cli import app
 clf = Classifier.load({str(tiny_bundle)!r})
 print(clf.predict(['很好'])[0].label)

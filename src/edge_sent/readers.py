@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ class Record:
     line: int
     text: str
     label: str | None = None
+    id: str | None = None
 
 
 def detect_format(path: Path | str, fmt: str | None = None) -> str:
@@ -41,15 +42,22 @@ def detect_format(path: Path | str, fmt: str | None = None) -> str:
     return "txt"
 
 
-def _decoded_lines(path: Path, lines: Iterable[bytes]) -> Iterator[str]:
+BadRow = Callable[[EdgeSentError], None]  # given: a malformed row is reported to it and skipped
+
+
+def _decoded_lines(path: Path, lines: Iterable[bytes], on_bad: BadRow | None) -> Iterator[tuple[int, str]]:
     for number, raw in enumerate(lines, start=1):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise EdgeSentError(f"{path}:{number}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            error = EdgeSentError(f"{path}:{number}: invalid UTF-8 ({exc.reason} at byte {exc.start})")
+            if on_bad is None:
+                raise error from None
+            on_bad(error)
+            continue
         if number == 1:
             text = text.removeprefix("\ufeff")
-        yield text
+        yield number, text
 
 
 def _open_lines(path: Path | str) -> tuple[str, Iterable[bytes]]:
@@ -61,27 +69,46 @@ def _open_lines(path: Path | str) -> tuple[str, Iterable[bytes]]:
     return str(p), open(p, "rb")
 
 
+@dataclass(frozen=True)
+class Fields:
+    """Which column (TSV/CSV) or key (JSONL) holds what."""
+
+    text: str = "text_a"
+    label: str | None = None  # None: texts only
+    id: str | None = None  # None: rows are named by file and line
+
+
 def read_records(
     path: Path | str,
     *,
     text_field: str = "text_a",
     label_field: str | None = None,
+    id_field: str | None = None,
     fmt: str | None = None,
+    on_bad_row: BadRow | None = None,
 ) -> Iterator[Record]:
-    """Yield the records of a file, streaming (bounded memory). `label_field=None` reads texts only."""
+    """Yield the records of a file, streaming (bounded memory). `label_field=None` reads texts only.
+    Malformed rows raise EdgeSentError naming file and line, unless `on_bad_row` is given: then each is
+    reported to it and skipped (a malformed header or a missing column still raises)."""
     kind = detect_format(path, fmt) if str(path) != "-" else (fmt or "txt")
+    fields = Fields(text_field, label_field, id_field)
     name, raw = _open_lines(path)
-    lines = _decoded_lines(Path(name), raw)
+    lines = _decoded_lines(Path(name), raw, on_bad_row)
     try:
         if kind == "txt":
             if label_field is not None:
                 raise EdgeSentError(f"{name}: a .txt file has one text per line and no labels; use tsv, csv or jsonl")
-            for number, line in enumerate(lines, start=1):
+            for number, line in lines:
                 yield Record(number, line.rstrip("\r\n"))
-        elif kind == "jsonl":
-            yield from _jsonl(name, lines, text_field, label_field)
         else:
-            yield from _delimited(name, lines, kind, text_field, label_field)
+            parse = _jsonl if kind == "jsonl" else _delimited
+            for item in parse(name, lines, kind, fields):
+                if isinstance(item, EdgeSentError):
+                    if on_bad_row is None:
+                        raise item
+                    on_bad_row(item)
+                else:
+                    yield item
     finally:
         close = getattr(raw, "close", None)
         if close is not None and raw is not sys.stdin.buffer:
@@ -89,12 +116,13 @@ def read_records(
 
 
 def _delimited(
-    name: str, lines: Iterator[str], kind: str, text_field: str, label_field: str | None
-) -> Iterator[Record]:
+    name: str, lines: Iterator[tuple[int, str]], kind: str, fields: Fields
+) -> Iterator[Record | EdgeSentError]:
+    texts = (line for _, line in lines)
     if kind == "tsv":
-        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        reader = csv.reader(texts, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(lines, strict=True)  # a stray or unclosed quote is an error, not a merged row
+        reader = csv.reader(texts, strict=True)  # a stray or unclosed quote is an error, not a merged row
     try:
         header = next(reader)
     except StopIteration:
@@ -102,54 +130,61 @@ def _delimited(
     except csv.Error as exc:
         raise EdgeSentError(f"{name}:1: malformed header ({exc})") from None
     header = [h.strip() for h in header]
-    wanted = [text_field] + ([label_field] if label_field else [])
+    wanted = [f for f in (fields.text, fields.label, fields.id) if f]
     missing = [w for w in wanted if w not in header]
     if missing:
         raise EdgeSentError(f"{name}: no column {missing[0]!r}; columns found: {', '.join(header) or '(none)'}")
-    t_idx = header.index(text_field)
-    l_idx = header.index(label_field) if label_field else None
+    index = {f: header.index(f) for f in wanted}
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise EdgeSentError(f"{name}:{reader.line_num}: malformed row ({exc})") from None
+            yield EdgeSentError(f"{name}:{reader.line_num}: malformed row ({exc})")
+            continue
         if not row:  # a blank line
             continue
         if len(row) != len(header):
-            raise EdgeSentError(f"{name}:{reader.line_num}: malformed row: {len(row)} fields, header has {len(header)}")
-        label = row[l_idx].strip() if l_idx is not None else None
-        if l_idx is not None and not label:
-            raise EdgeSentError(f"{name}:{reader.line_num}: empty label")
-        yield Record(reader.line_num, row[t_idx], label)
-
-
-def _jsonl(name: str, lines: Iterator[str], text_field: str, label_field: str | None) -> Iterator[Record]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+            yield EdgeSentError(f"{name}:{reader.line_num}: malformed row: {len(row)} fields, header has {len(header)}")
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EdgeSentError(f"{name}:{number}: malformed JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise EdgeSentError(f"{name}:{number}: expected a JSON object, got {type(obj).__name__}")
-        if text_field not in obj:
-            raise EdgeSentError(f"{name}:{number}: no key {text_field!r}; keys found: {', '.join(obj) or '(none)'}")
-        text = obj[text_field]
-        if not isinstance(text, str):
-            raise EdgeSentError(f"{name}:{number}: {text_field!r} must be a string, got {type(text).__name__}")
-        label = None
-        if label_field is not None:
-            if label_field not in obj:
-                raise EdgeSentError(
-                    f"{name}:{number}: no key {label_field!r}; keys found: {', '.join(obj) or '(none)'}"
-                )
-            raw = obj[label_field]
-            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-                raise EdgeSentError(f"{name}:{number}: label must be a string or an integer, got {raw!r}")
-            label = str(raw).strip()
-            if not label:
-                raise EdgeSentError(f"{name}:{number}: empty label")
-        yield Record(number, text, label)
+        label = row[index[fields.label]].strip() if fields.label else None
+        if fields.label and not label:
+            yield EdgeSentError(f"{name}:{reader.line_num}: empty label")
+            continue
+        row_id = row[index[fields.id]] if fields.id else None
+        yield Record(reader.line_num, row[index[fields.text]], label, row_id)
+
+
+def _jsonl(name: str, lines: Iterator[tuple[int, str]], kind: str, fields: Fields) -> Iterator[Record | EdgeSentError]:
+    for number, line in lines:
+        if line.strip():
+            try:
+                yield _json_record(name, number, line, fields)
+            except EdgeSentError as exc:
+                yield exc
+
+
+def _json_record(name: str, number: int, line: str, fields: Fields) -> Record:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise EdgeSentError(f"{name}:{number}: malformed JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise EdgeSentError(f"{name}:{number}: expected a JSON object, got {type(obj).__name__}")
+    for key in (f for f in (fields.text, fields.label, fields.id) if f):
+        if key not in obj:
+            raise EdgeSentError(f"{name}:{number}: no key {key!r}; keys found: {', '.join(obj) or '(none)'}")
+    text = obj[fields.text]
+    if not isinstance(text, str):
+        raise EdgeSentError(f"{name}:{number}: {fields.text!r} must be a string, got {type(text).__name__}")
+    label = None
+    if fields.label is not None:
+        raw = obj[fields.label]
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            raise EdgeSentError(f"{name}:{number}: label must be a string or an integer, got {raw!r}")
+        label = str(raw).strip()
+        if not label:
+            raise EdgeSentError(f"{name}:{number}: empty label")
+    row_id = str(obj[fields.id]) if fields.id is not None else None
+    return Record(number, text, label, row_id)
