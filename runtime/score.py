@@ -61,7 +61,7 @@ def shard_path(out: Path, input_index: int, shard: int) -> Path:
     return out / f"part-{input_index:03d}-{shard:06d}.jsonl"
 
 
-def _job_record(config: ScoreConfig, classifier: Classifier) -> dict[str, Any]:
+def job_record(config: ScoreConfig, classifier: Classifier) -> dict[str, Any]:
     inputs = []
     for path in config.inputs:
         stat = Path(path).stat()
@@ -78,7 +78,7 @@ def _job_record(config: ScoreConfig, classifier: Classifier) -> dict[str, Any]:
     }
 
 
-def _claim_directory(config: ScoreConfig, job: dict[str, Any]) -> None:
+def claim_directory(config: ScoreConfig, job: dict[str, Any]) -> None:
     """Create the output directory and its job.json, or check that an existing one is this same job."""
     path = config.out / JOB_FILE
     if config.out.exists() and not config.out.is_dir():
@@ -100,12 +100,12 @@ def _claim_directory(config: ScoreConfig, job: dict[str, Any]) -> None:
         raise EdgeSentError(f"{config.out} holds shards but no {JOB_FILE}: use another --out")
     try:
         config.out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(path, json.dumps(job, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise EdgeSentError(f"cannot write to {config.out}: {exc.strerror or exc}") from None
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -114,7 +114,7 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _shards(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+def shards(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
     shard: list[Record] = []
     for record in records:
         shard.append(record)
@@ -125,7 +125,7 @@ def _shards(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield shard
 
 
-def _score_shard(classifier: Classifier, source: str, rows: list[Record], batch_size: int) -> str:
+def score_shard(classifier: Classifier, source: str, rows: list[Record], batch_size: int) -> str:
     predictions = classifier.predict([r.text for r in rows], batch_size=batch_size)
     lines = []
     for record, p in zip(rows, predictions, strict=True):
@@ -141,7 +141,7 @@ def score(classifier: Classifier, config: ScoreConfig, progress: Callable[[int],
     for path in config.inputs:
         if not Path(path).is_file():
             raise EdgeSentError(f"{path}: file not found")
-    _claim_directory(config, _job_record(config, classifier))
+    claim_directory(config, job_record(config, classifier))
     stats = ScoreStats()
     started = time.perf_counter()
 
@@ -156,13 +156,13 @@ def score(classifier: Classifier, config: ScoreConfig, progress: Callable[[int],
             fmt=config.fmt,
             on_bad_row=bad_row if config.skip_bad_rows else None,
         )
-        for shard_index, rows in enumerate(_shards(_non_empty(records, stats), config.shard_size)):
+        for shard_index, rows in enumerate(shards(non_empty(records, stats), config.shard_size)):
             target = shard_path(config.out, index, shard_index)
             if target.is_file():
                 stats.shards_skipped += 1
                 stats.resumed_rows += len(rows)
             else:
-                _atomic_write(target, _score_shard(classifier, str(path), rows, config.batch_size))
+                atomic_write(target, score_shard(classifier, str(path), rows, config.batch_size))
                 stats.shards_written += 1
                 stats.rows += len(rows)
             if progress is not None:
@@ -171,7 +171,7 @@ def score(classifier: Classifier, config: ScoreConfig, progress: Callable[[int],
     return stats
 
 
-def _non_empty(records: Iterator[Record], stats: ScoreStats) -> Iterator[Record]:
+def non_empty(records: Iterator[Record], stats: ScoreStats) -> Iterator[Record]:
     for record in records:
         if record.text.strip():
             yield record

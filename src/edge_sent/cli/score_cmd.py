@@ -27,6 +27,11 @@ def score_cmd(
     skip_bad_rows: Annotated[
         bool, typer.Option("--skip-bad-rows", help="Skip and count malformed rows instead of stopping at the first.")
     ] = False,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data, an actor pool).")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: an existing cluster's address (default: start a local one).")
+    ] = None,
+    actors: Annotated[int, typer.Option(help="--engine ray: actors, each loading the bundle once.")] = 1,
     variant: VariantOpt = "auto",
     provider: ProviderOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -35,8 +40,12 @@ def score_cmd(
 ) -> None:
     """Classify large files into output shards, streaming with bounded memory; rerun the same command after an
     interruption and it finishes the job (finished shards are skipped, none is written twice)."""
+    from edge_sent.errors import EdgeSentError
     from edge_sent.runtime import Classifier
     from edge_sent.runtime.score import ScoreConfig, score
+
+    if engine not in ("local", "ray"):
+        raise EdgeSentError(f"unknown --engine {engine!r} (choose from local, ray)")
 
     config = ScoreConfig(
         inputs=tuple(inputs),
@@ -58,8 +67,20 @@ def score_cmd(
             done = bar.tasks[0].completed + n
             bar.update(task, advance=n, rate=f"{done / elapsed:.1f} texts/s" if elapsed else "")
 
-        stats = score(clf, config, progress=advance)
-    summary = stats.as_dict() | {"out": str(out), "variant": clf.variant, "provider": clf.providers[0]}
+        if engine == "ray":
+            from edge_sent.runtime.score_ray import LoadOptions, RayConfig, score_on_ray
+
+            options = LoadOptions(str(bundle), clf.variant, clf.provider, precision)
+            ray_config = RayConfig(address=address, actors=actors, threads_per_actor=threads or 1)
+            stats = score_on_ray(clf, options, config, ray_config, progress=advance)
+        else:
+            stats = score(clf, config, progress=advance)
+    summary = stats.as_dict() | {
+        "out": str(out),
+        "engine": engine,
+        "variant": clf.variant,
+        "provider": clf.providers[0],
+    }
     if json_out:
         print_json(summary)
         return
