@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -33,25 +34,34 @@ def test_head_separates_separable_features():
 
 def test_second_run_hits_the_cache_and_never_calls_the_encoder(tmp_path, monkeypatch):
     train_p, dev_p = _small(tmp_path)
-    calls = {"n": 0}
+    calls = {"n": 0, "texts": 0}
     real = features_mod.run_encoder
 
     def counting(model, batch):
         calls["n"] += 1
+        calls["texts"] += len(batch.index)
         return real(model, batch)
 
     monkeypatch.setattr(features_mod, "run_encoder", counting)
     base = dict(train=train_p, dev=dev_p, encoder="random:tiny", cache_dir=tmp_path / "cache", progress=False)
     first = train(TrainConfig(out=tmp_path / "a", **base))
-    assert first["feature_cache"] == "miss" and calls["n"] > 0
-    calls["n"] = 0
+    n = first["n_distinct_texts"]
+    assert first["feature_cache"]["encoded"] == n == calls["texts"] and first["feature_cache"]["reused"] == 0
+    calls.update(n=0, texts=0)
     second = train(TrainConfig(out=tmp_path / "b", head=HeadConfig(epochs=3, lr=1e-3), **base))
-    assert second["feature_cache"] == "hit" and calls["n"] == 0
-    # a corrupt (truncated) cache entry is detected and recomputed, never used
-    for entry in (tmp_path / "cache").glob("*.npy"):
-        entry.write_bytes(entry.read_bytes()[:100])
+    assert second["feature_cache"]["encoded"] == 0 and second["feature_cache"]["reused"] == n and calls["n"] == 0
+    # corrupt (truncated) stored vectors are detected and recomputed, never used
+    store = sqlite3.connect(second["feature_cache"]["store"])
+    with store:
+        store.execute("UPDATE vectors SET vector = substr(vector, 1, 100)")
+    store.close()
     third = train(TrainConfig(out=tmp_path / "c", **base))
-    assert third["feature_cache"] == "miss" and calls["n"] > 0
+    assert third["feature_cache"] == first["feature_cache"] | {"rejected": n}
+    assert calls["texts"] == n
+    # and the recomputed vectors were stored again
+    calls.update(n=0, texts=0)
+    fourth = train(TrainConfig(out=tmp_path / "d", **base))
+    assert fourth["feature_cache"]["reused"] == n and calls["n"] == 0
 
 
 def test_identical_seeds_give_identical_weights(tmp_path):
@@ -83,6 +93,7 @@ def test_report_fields_and_mean_pooling(tmp_path):
         assert key in report
     assert report["n_train"] == 60 and report["n_dev"] == 20
     assert report["truncated_texts"] > 0  # 16 tokens cut most reviews
+    assert report["feature_cache"]["store"] is None and report["feature_cache"]["reused"] == 0  # --no-cache
     assert set(report["dev"]) >= {"accuracy", "macro_f1", "confusion"}
     assert set(report["timings"]) == {"features_s", "head_s"}
     meta = json.loads((tmp_path / "r" / "head.json").read_text())
@@ -124,6 +135,7 @@ def test_loading_by_hub_id_offline(tmp_path):
     meta = json.loads((tmp_path / "run" / "head.json").read_text())
     assert meta["encoder"]["revision"] == "0123456789abcdef0123456789abcdef01234567"
     assert meta["hidden_size"] == 64
+    assert (tmp_path / "fc" / "features" / "store.sqlite3").is_file()  # EDGE_SENT_CACHE moves the store
     missing = run_cli(
         "train",
         "--train",

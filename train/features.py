@@ -1,8 +1,12 @@
-"""[CLS] (or mean) feature extraction: the frozen encoder runs once per distinct text, cached on disk.
+"""[CLS] (or mean) feature extraction: the frozen encoder runs once per distinct text, stored per text.
 
-The cache key covers the encoder identity (weights hash, revision), the tokenizer file's hash, max
-length, pooling and the texts; an entry is a `.npy` plus a `.json` holding its sha256, both written
-atomically (temp file + rename). A corrupt or truncated entry fails its check and is recomputed.
+A run looks up every distinct text in the feature store (train/feature_store.py: one SQLite database in
+the cache dir) under a namespace of (encoder identity and revision, tokenizer file hash, max length,
+pooling), encodes only the texts the store lacks, and writes their vectors batch by batch (one
+transaction per encoder batch, so a killed run keeps what it finished). `--limit`, new rows, other
+splits and other head settings reuse what is there. A stored vector equals a fresh computation up to
+float32 rounding: batches are padded to their longest text, so a text encoded next to other texts may
+differ in the last bits.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +26,33 @@ from edge_sent.contract import sha256_file
 from edge_sent.progress import progress_bar
 from edge_sent.tokenization import Batch, Encoded, Tokenizer
 from edge_sent.train.encoders import LoadedEncoder
+from edge_sent.train.feature_store import FeatureStore, text_key
 from edge_sent.train.model import PooledEncoder
+
+NAMESPACE_FORMAT = "edge-sent features v1 float32"
+
+OnBatch = Callable[[np.ndarray, np.ndarray], None]  # (positions in the encoded list, their vectors)
 
 
 @dataclass(frozen=True)
 class Features:
     texts: list[str]  # distinct texts, in order of first appearance
     vectors: np.ndarray  # (len(texts), hidden) float32
-    cache: str  # "hit" | "miss"
+    encoded: int  # distinct texts the encoder ran on
+    reused: int  # distinct texts read from the store
+    rejected: int  # store rows that failed their check (recomputed, never used)
+    store: Path | None  # the store's database file; None with --no-cache
     seconds: float
     truncated: int  # distinct texts cut by max_length
-    key: str
 
     def rows(self, texts: list[str]) -> np.ndarray:
         position = {t: i for i, t in enumerate(self.texts)}
         return self.vectors[[position[t] for t in texts]]
+
+    def cache_report(self) -> dict[str, object]:
+        """report.json's `feature_cache`: texts encoded vs reused, rows rejected, the store."""
+        store = str(self.store) if self.store else None
+        return {"encoded": self.encoded, "reused": self.reused, "rejected": self.rejected, "store": store}
 
 
 def default_cache_dir() -> Path:
@@ -45,57 +61,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("EDGE_SENT_CACHE", user_cache_dir("edge-sent"))) / "features"
 
 
-def cache_key(encoder: LoadedEncoder, max_length: int, pooling: str, texts: list[str]) -> str:
-    digest = hashlib.sha256()
+def namespace(encoder: LoadedEncoder, max_length: int, pooling: str) -> bytes:
+    """What a stored vector depends on besides its text: encoder, tokenizer, max length, pooling."""
     header = {
+        "format": NAMESPACE_FORMAT,
         "identity": encoder.identity,
         "revision": encoder.revision,
         "tokenizer": sha256_file(encoder.tokenizer_file),
         "max_length": max_length,
         "pooling": pooling,
-        "n": len(texts),
     }
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    for text in texts:
-        digest.update(text.encode("utf-8"))
-        digest.update(b"\x00")
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_cached(cache_dir: Path, key: str, n: int) -> np.ndarray | None:
-    """The cached vectors, or None when the entry is absent, corrupt or truncated."""
-    data, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    try:
-        info = json.loads(meta.read_text())
-        if sha256_file(data) != info["sha256"]:
-            return None
-        vectors = np.load(data, allow_pickle=False)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
-        return None
-    if vectors.ndim != 2 or vectors.shape[0] != n:
-        return None
-    return vectors
-
-
-def store_cached(cache_dir: Path, key: str, vectors: np.ndarray) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    data = cache_dir / f"{key}.npy"
-    _atomic_write(data, lambda h: np.save(h, vectors, allow_pickle=False))
-    meta = json.dumps({"sha256": sha256_file(data), "shape": list(vectors.shape)}).encode()
-    _atomic_write(cache_dir / f"{key}.json", lambda h: h.write(meta))
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).digest()
 
 
 def run_encoder(model: PooledEncoder, batch: Batch) -> np.ndarray:
@@ -110,7 +86,9 @@ def encode_texts(
     encoded: list[Encoded],
     batch_size: int = 32,
     progress: bool = True,
+    on_batch: OnBatch | None = None,
 ) -> np.ndarray:
+    """Vectors of `encoded` (in its order); `on_batch` sees each batch as soon as it is computed."""
     vectors: np.ndarray | None = None
     with progress_bar(progress) as bar, torch.inference_mode():
         task = bar.add_task("encoding texts", total=len(encoded))
@@ -119,9 +97,26 @@ def encode_texts(
             if vectors is None:
                 vectors = np.zeros((len(encoded), out.shape[1]), dtype=np.float32)
             vectors[batch.index] = out
+            if on_batch is not None:
+                on_batch(batch.index, out)
             bar.advance(task, len(batch.index))
     assert vectors is not None
     return vectors
+
+
+def _encode_missing(
+    encoder: LoadedEncoder,
+    pooling: str,
+    tokenizer: Tokenizer,
+    todo: list[Encoded],
+    batch_size: int,
+    progress: bool,
+    on_batch: OnBatch | None,
+) -> np.ndarray:
+    if not todo:
+        return np.zeros((0, encoder.hidden_size), dtype=np.float32)
+    model = PooledEncoder(encoder.model, pooling).eval()
+    return encode_texts(model, tokenizer, todo, batch_size, progress, on_batch)
 
 
 def extract_features(
@@ -134,17 +129,30 @@ def extract_features(
     batch_size: int = 32,
     progress: bool = True,
 ) -> Features:
+    """Vectors of the distinct `texts`: read from the store in `cache_dir` where it holds them, the rest
+    encoded (and stored). `cache_dir=None`: no store, every distinct text is encoded."""
     distinct = list(dict.fromkeys(texts))
     tokenizer = Tokenizer(encoder.tokenizer_file, max_length)
     encoded = tokenizer.encode(distinct)
     truncated = sum(e.truncated for e in encoded)
-    key = cache_key(encoder, max_length, pooling, distinct)
     start = time.perf_counter()
-    cached = load_cached(cache_dir, key, len(distinct)) if cache_dir else None
-    if cached is not None:
-        return Features(distinct, cached, "hit", time.perf_counter() - start, truncated, key)
-    model = PooledEncoder(encoder.model, pooling).eval()
-    vectors = encode_texts(model, tokenizer, encoded, batch_size, progress)
-    if cache_dir:
-        store_cached(cache_dir, key, vectors)
-    return Features(distinct, vectors, "miss", time.perf_counter() - start, truncated, key)
+    if cache_dir is None:
+        vectors = _encode_missing(encoder, pooling, tokenizer, encoded, batch_size, progress, None)
+        return Features(distinct, vectors, len(distinct), 0, 0, None, time.perf_counter() - start, truncated)
+    space = namespace(encoder, max_length, pooling)
+    keys = [text_key(space, text) for text in distinct]
+    vectors = np.zeros((len(distinct), encoder.hidden_size), dtype=np.float32)
+    with FeatureStore(cache_dir) as store:
+        lookup = store.get(keys, encoder.hidden_size)
+        for i, vector in lookup.found.items():
+            vectors[i] = vector
+        missing = [i for i in range(len(distinct)) if i not in lookup.found]
+
+        def write(index: np.ndarray, out: np.ndarray) -> None:  # one transaction per encoder batch
+            store.put([keys[missing[j]] for j in index], out)
+
+        todo = [encoded[i] for i in missing]
+        vectors[missing] = _encode_missing(encoder, pooling, tokenizer, todo, batch_size, progress, write)
+    reused = len(distinct) - len(missing)
+    seconds = time.perf_counter() - start
+    return Features(distinct, vectors, len(missing), reused, lookup.rejected, store.path, seconds, truncated)

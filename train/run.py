@@ -127,7 +127,7 @@ def train(config: TrainConfig) -> dict:
         "max_length": max_length,
         "pooling": config.pooling,
         "labels": names,
-        "feature_cache": features.cache,
+        "feature_cache": features.cache_report(),
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "history": result.history,

@@ -87,10 +87,10 @@ def train_cmd(
     table.add_column("value", justify="right")
     table.add_row("training rows", str(report["n_train"]))
     table.add_row("dev / test rows", f"{report['n_dev']} / {report['n_test']}")
-    table.add_row("distinct texts encoded", str(report["n_distinct_texts"]))
+    table.add_row("distinct texts", str(report["n_distinct_texts"]))
     table.add_row("empty texts skipped", str(sum(report["skipped_empty"].values())))
     table.add_row(f"texts truncated at {report['max_length']} tokens", str(report["truncated_texts"]))
-    table.add_row("feature cache", report["feature_cache"])
+    table.add_row("feature store", "{encoded} encoded, {reused} reused".format(**report["feature_cache"]))
     table.add_row(
         "features / head time",
         f"{report['timings']['features_s']:.1f} s / {report['timings']['head_s']:.1f} s",
