@@ -12,7 +12,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from edge_sent.errors import EdgeSentError
-from edge_sent.providers import PROVIDER_CHOICES, PROVIDERS, provider_spec
+from edge_sent.providers import PROVIDER_CHOICES, PROVIDERS, auto_provider, provider_spec
 
 __all__ = ["PROVIDERS", "PROVIDER_CHOICES", "SessionConfig", "create_session", "resolve_precision", "resolve_provider"]
 
@@ -70,11 +70,7 @@ def resolve_provider(requested: str) -> str:
     """Map a provider choice to a short name, checked against this onnxruntime build."""
     available = ort.get_available_providers()
     if requested == "auto":
-        if PROVIDERS["cuda"].ort_name in available:
-            return "cuda"
-        if PROVIDERS["openvino"].ort_name in available and platform.machine().lower() in ("x86_64", "amd64"):
-            return "openvino"
-        return "cpu"
+        return auto_provider(available, platform.machine())
     if provider_spec(requested).ort_name not in available:
         if requested == "openvino" and _installed("onnxruntime-openvino") and _installed("onnxruntime"):
             raise EdgeSentError(

@@ -48,3 +48,14 @@ def test_provider_table_gives_each_provider_its_own_options():
     assert fallback == "CPUExecutionProvider"
     with pytest.raises(EdgeSentError, match="unknown provider 'npu'"):
         provider_spec("npu")
+
+
+def test_auto_provider_comes_from_the_table():
+    from edge_sent.providers import auto_provider
+
+    cpu, cuda, ov = "CPUExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider"
+    assert auto_provider([cpu], "x86_64") == "cpu"
+    assert auto_provider([ov, cpu], "x86_64") == "openvino"
+    assert auto_provider([ov, cpu], "aarch64") == "cpu"  # OpenVINO's CPU plugin: x86 only
+    assert auto_provider([cuda, ov, cpu], "x86_64") == "cuda"
+    assert auto_provider(["TensorrtExecutionProvider", cpu], "x86_64") == "cpu"  # never picked by auto

@@ -35,6 +35,13 @@ class ProviderSpec:
     fallback: tuple[str, ...] = ()  # onnxruntime names tried after it, in order
     options: Callable[[str], dict[str, str]] = _no_options  # precision -> provider options
     precisions: tuple[str, ...] = ("fp32",)  # what --precision may ask of it ("auto" resolves to one of these)
+    auto_rank: int | None = None  # `--provider auto` takes the available provider of lowest rank; None: never
+    machines: tuple[str, ...] | None = None  # platform.machine() values where auto may take it (None: any)
+
+    def auto_eligible(self, available: list[str], machine: str) -> bool:
+        if self.auto_rank is None or self.ort_name not in available:
+            return False
+        return self.machines is None or machine.lower() in self.machines
 
     def session_providers(self, precision: str) -> list[ProviderEntry]:
         """The `providers` argument of `onnxruntime.InferenceSession`."""
@@ -45,8 +52,8 @@ class ProviderSpec:
 
 CPU = "CPUExecutionProvider"
 PROVIDER_TABLE: tuple[ProviderSpec, ...] = (
-    ProviderSpec("cpu", CPU, "CPU"),
-    ProviderSpec("cuda", "CUDAExecutionProvider", "CUDA", gpu=True, fallback=(CPU,)),
+    ProviderSpec("cpu", CPU, "CPU", auto_rank=99),
+    ProviderSpec("cuda", "CUDAExecutionProvider", "CUDA", gpu=True, fallback=(CPU,), auto_rank=0),
     ProviderSpec(
         "tensorrt", "TensorrtExecutionProvider", "TensorRT", gpu=True, fallback=("CUDAExecutionProvider", CPU)
     ),
@@ -57,11 +64,19 @@ PROVIDER_TABLE: tuple[ProviderSpec, ...] = (
         fallback=(CPU,),
         options=_openvino_options,
         precisions=("fp32", "bf16"),
+        auto_rank=1,
+        machines=("x86_64", "amd64"),  # the OpenVINO build's CPU plugin targets x86
     ),
 )
 PROVIDERS: dict[str, ProviderSpec] = {spec.name: spec for spec in PROVIDER_TABLE}
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", *PROVIDERS)
 PROVIDER_HELP = ", ".join(PROVIDER_CHOICES)
+
+
+def auto_provider(available: list[str], machine: str) -> str:
+    """What `--provider auto` means with these onnxruntime providers on this machine."""
+    eligible = [p for p in PROVIDER_TABLE if p.auto_eligible(available, machine)]
+    return min(eligible, key=lambda p: p.auto_rank or 0).name if eligible else "cpu"
 
 
 def provider_spec(name: str) -> ProviderSpec:
