@@ -118,11 +118,17 @@ def read_records(
 def _delimited(
     name: str, lines: Iterator[tuple[int, str]], kind: str, fields: Fields
 ) -> Iterator[Record | EdgeSentError]:
-    texts = (line for _, line in lines)
+    last = [0]  # the file line the csv reader consumed last (csv's own line_num skips lines we dropped)
+
+    def texts() -> Iterator[str]:
+        for number, line in lines:
+            last[0] = number
+            yield line
+
     if kind == "tsv":
-        reader = csv.reader(texts, delimiter="\t", quoting=csv.QUOTE_NONE)
+        reader = csv.reader(texts(), delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(texts, strict=True)  # a stray or unclosed quote is an error, not a merged row
+        reader = csv.reader(texts(), strict=True)  # a stray or unclosed quote is an error, not a merged row
     try:
         header = next(reader)
     except StopIteration:
@@ -141,19 +147,19 @@ def _delimited(
         except StopIteration:
             return
         except csv.Error as exc:
-            yield EdgeSentError(f"{name}:{reader.line_num}: malformed row ({exc})")
+            yield EdgeSentError(f"{name}:{last[0]}: malformed row ({exc})")
             continue
         if not row:  # a blank line
             continue
         if len(row) != len(header):
-            yield EdgeSentError(f"{name}:{reader.line_num}: malformed row: {len(row)} fields, header has {len(header)}")
+            yield EdgeSentError(f"{name}:{last[0]}: malformed row: {len(row)} fields, header has {len(header)}")
             continue
         label = row[index[fields.label]].strip() if fields.label else None
         if fields.label and not label:
-            yield EdgeSentError(f"{name}:{reader.line_num}: empty label")
+            yield EdgeSentError(f"{name}:{last[0]}: empty label")
             continue
         row_id = row[index[fields.id]] if fields.id else None
-        yield Record(reader.line_num, row[index[fields.text]], label, row_id)
+        yield Record(last[0], row[index[fields.text]], label, row_id)
 
 
 def _jsonl(name: str, lines: Iterator[tuple[int, str]], kind: str, fields: Fields) -> Iterator[Record | EdgeSentError]:
