@@ -31,6 +31,8 @@ def _root(
 
 from edge_sent.cli.bench_cmd import bench_cmd  # noqa: E402
 from edge_sent.cli.build import export_cmd, train_cmd  # noqa: E402
+from edge_sent.cli.score_cmd import score_cmd  # noqa: E402
+from edge_sent.cli.serve_cmd import serve_cmd  # noqa: E402
 
 app.command("train")(train_cmd)
 app.command("export")(export_cmd)
@@ -39,6 +41,8 @@ app.command("eval")(eval_cmd)
 app.command("info")(info_cmd)
 app.command("verify")(verify_cmd)
 app.command("bench")(bench_cmd)
+app.command("score")(score_cmd)
+app.command("serve")(serve_cmd)
 
 
 def main() -> None:
