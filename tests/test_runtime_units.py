@@ -3,8 +3,10 @@ They pin what mutation testing found unchecked; the mutmut command is in the REA
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +17,20 @@ import tokenizers
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import models, pre_tokenizers, processors
 
+from edge_sent import readers
 from edge_sent.assets import __file__ as assets
-from edge_sent.contract import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, check_file, read_manifest, write_manifest
+from edge_sent.contract import MANIFEST, Manifest, check_file, read_manifest, verify_bundle, write_manifest
 from edge_sent.errors import BundleError, EdgeSentError
 from edge_sent.labeled import LabeledData, label_ids, label_set
 from edge_sent.metrics import classification_report, confusion, macro_f1
+from edge_sent.providers import provider_spec
 from edge_sent.readers import detect_format, read_records
 from edge_sent.runtime import bench, session
 from edge_sent.runtime.classifier import Classifier, choose_variant
+from edge_sent.runtime.engine import Engine
 from edge_sent.runtime.session import SessionConfig
 from edge_sent.tokenization import Tokenizer, check_texts
-from edge_sent.variants import variant_help
+from edge_sent.variants import QUANTIZE_CHOICES, VARIANT_FILES, VARIANT_TABLE, variant_help
 
 BERT_TOKENIZER = Path(assets).parent / "bert-base-chinese" / "tokenizer.json"
 LABELS = ["neg", "neu", "pos"]
@@ -55,13 +60,15 @@ def _model(num_labels: int) -> onnx.ModelProto:
         node("MatMul", ["pooled", "w"], ["logits"]),
         node("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
-    names = ("input_ids", "attention_mask", "token_type_ids")
-    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in names]
-    outs = [
-        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", num_labels]) for n in ("logits", "probabilities")
-    ]
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"]) for n in ("input_ids", "attention_mask")]
+    ins.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["b", "s"]))
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", num_labels]) for n in ("logits", "probabilities")]
     graph = helper.make_graph(nodes, "tiny", ins, outs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+# format 1 as literals, not the contract's constants: bundles already written must stay readable
+RECORD = {"format": "edge-sent/bundle", "format_version": 1, "labels": LABELS, "max_length": MAX_LENGTH}
 
 
 def make_bundle(root: Path) -> Path:
@@ -70,9 +77,13 @@ def make_bundle(root: Path) -> Path:
     onnx.save(_model(len(LABELS)), str(root / "model.onnx"))
     shutil.copy(BERT_TOKENIZER, root / "tokenizer.json")
     (root / "config.json").write_text('{"vocab_size": 21128}')
-    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "encoder": {"spec": "x", "random_weights": True}}
-    variants = {"fp32": {"file": "model.onnx"}, "fp16": {"file": "model.onnx"}}
-    write_manifest(root, record | {"labels": LABELS, "max_length": MAX_LENGTH, "variants": variants})
+    fp32 = {"file": "model.onnx", "verified_on": "cpu", "verification_labels": [2, 0], "eval_accuracy": 0.5}
+    fp32 |= {
+        "vs_torch": {"max_abs_dlogit": 0.25},
+        "vs_fp32": dict.fromkeys(("label_agreement", "max_abs_dprob", "mean_abs_dprob"), 1),
+    }
+    variants = {"fp32": fp32, "fp16": {"file": "model.onnx"}}
+    write_manifest(root, RECORD | {"encoder": {"random_weights": True}, "data_labels": [0, 1, 2], "variants": variants})
     return root
 
 
@@ -99,7 +110,8 @@ def test_probabilities_pair_with_labels_and_match_the_graph(clf: Classifier, bun
         assert pred.label == max(pred.probabilities, key=pred.probabilities.__getitem__) == LABELS[pred.label_id]
     assert len({p.label for p in preds}) > 1  # the texts really get different answers
     assert (clf.variant, clf.provider, clf.precision, clf.providers) == ("fp32", "cpu", "fp32", [CPU])
-    assert clf.max_length == MAX_LENGTH
+    assert clf.max_length == MAX_LENGTH and clf.manifest.root == bundle and not clf.engine._io_binding
+    assert Classifier.load(bundle).provider == session.resolve_provider("auto")
 
 
 def test_truncation_flags_and_rows_follow_the_callers_order(clf: Classifier) -> None:
@@ -110,25 +122,23 @@ def test_truncation_flags_and_rows_follow_the_callers_order(clf: Classifier) -> 
     np.testing.assert_allclose([list(p.probabilities.values()) for p in preds], expected, rtol=1e-5)
     streamed = list(clf.predict_iter(iter([SHORT, LONG, SHORT]), batch_size=1, chunk_size=2))
     assert [p.truncated for p in streamed] == [False, True, False]
-    assert preds[0].as_dict() == {
-        "label": preds[0].label,
-        "label_id": preds[0].label_id,
-        "probabilities": preds[0].probabilities,
-        "truncated": True,
-    }
+    pred = preds[0]
+    as_dict = {"label": pred.label, "label_id": pred.label_id, "probabilities": pred.probabilities, "truncated": True}
+    assert pred.as_dict() == as_dict
 
 
-def test_engine_scatters_every_output_back_to_the_callers_order(clf: Classifier) -> None:
-    engine = clf.engine
+def test_engine_scatters_every_output_back_to_the_callers_order(clf: Classifier, bundle: Path) -> None:
     texts = [LONG, SHORT, MIDDLE]
-    out = engine.run_texts(texts, batch_size=2, outputs=("logits", "probabilities"), order=np.array([2, 0, 1]))
-    single = [engine.run_texts([t], outputs=("logits",))["logits"][0] for t in texts]
+    out = clf.engine.run_texts(texts, batch_size=2, outputs=("logits", "probabilities"), order=np.array([2, 0, 1]))
+    plain = Engine(bundle / "model.onnx", clf.engine.tokenizer)  # default config: the auto provider
+    assert plain.provider == session.resolve_provider("auto")
+    single = [plain.run_texts([t], outputs=("logits",))["logits"][0] for t in texts]
     np.testing.assert_allclose(out["logits"], single, rtol=1e-5)
     assert out["probabilities"].dtype == np.float32 and out.truncated.tolist() == [True, False, False]
     np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1, rtol=1e-5)
-    engine.require_outputs("logits", "probabilities")
-    with pytest.raises(BundleError, match=r"model.onnx: the graph has no 'scores' output"):
-        engine.require_outputs("probabilities", "scores")
+    clf.engine.require_outputs("logits", "probabilities")
+    with pytest.raises(BundleError, match=rf"^{bundle / 'model.onnx'}: the graph has no 'scores' output$"):
+        clf.engine.require_outputs("probabilities", "scores")
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="needs a CPU-only build")
@@ -136,17 +146,39 @@ def test_create_session_options_fallback_and_unloadable_model(bundle: Path, tmp_
     model = bundle / "model.onnx"
     options = session.create_session(model, "cpu", SessionConfig(threads=1)).get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level) == (1, 1, 3)
-    message = f"requested provider 'cuda' is not running this model; onnxruntime fell back to {CPU}"
+    message = f"^requested provider 'cuda' is not running this model; onnxruntime fell back to {CPU}$"
     with pytest.raises(EdgeSentError, match=message):
         session.create_session(model, "cuda", SessionConfig(strict=True))
     with pytest.warns(session.ProviderFallbackWarning, match=message):
         session.create_session(model, "cuda", SessionConfig(threads=1))
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
-    with pytest.raises(EdgeSentError, match=r"bad.onnx: onnxruntime cannot load it \(.+\)$"):
+    with pytest.raises(EdgeSentError, match=r"^\S+bad.onnx: onnxruntime cannot load it \(.+\)$"):
         session.create_session(tmp_path / "bad.onnx", "cpu", SessionConfig())
 
 
-def test_choose_variant() -> None:
+def test_precision_reaches_the_openvino_options(monkeypatch: pytest.MonkeyPatch, bundle: Path) -> None:
+    seen: list[object] = []
+
+    class FakeSession:
+        def __init__(self, path: str, sess_options: object, providers: list[object]) -> None:
+            seen.append(providers)
+
+        def get_providers(self) -> list[str]:
+            return ["OpenVINOExecutionProvider", CPU]
+
+    monkeypatch.setattr(session.ort, "InferenceSession", FakeSession)
+    for precision in ("bf16", "fp32"):
+        session.create_session(bundle / "model.onnx", "openvino", SessionConfig(precision=precision))
+    hints = [
+        {"device_type": "CPU", "load_config": f'{{"CPU": {{"INFERENCE_PRECISION_HINT": "{h}"}}}}'}
+        for h in ("bf16", "f32")
+    ]
+    assert seen == [[("OpenVINOExecutionProvider", hint), CPU] for hint in hints]
+    trt = ["TensorrtExecutionProvider", "CUDAExecutionProvider", CPU]
+    assert provider_spec("tensorrt").session_providers("fp32") == trt
+
+
+def test_choose_variant_and_the_variant_table() -> None:
     def manifest(*names: str) -> Manifest:
         return Manifest(root=Path("/b"), data={"variants": {n: {"file": f"{n}.onnx"} for n in names}})
 
@@ -156,14 +188,23 @@ def test_choose_variant() -> None:
     assert [choose_variant(manifest("fp32"), "auto", p) for p in ("cpu", "cuda")] == ["fp32", "fp32"]
     assert choose_variant(full, "fp16", "tensorrt") == "fp16" and choose_variant(full, "int8", "cuda") == "int8"
     assert choose_variant(manifest("fp32", "custom"), "custom", "cpu") == "custom"  # not in the table: no rule
-    refused = r"the fp16 variant runs on CUDA only \(fp16 on CPU is slower than fp32\); use --variant fp32, int8 on cpu"
+    refused = (
+        r"^the fp16 variant runs on CUDA only \(fp16 on CPU is slower than fp32\); use --variant fp32, int8 on cpu"
+    )
     with pytest.raises(EdgeSentError, match=refused + ", or --provider cuda$"):
         choose_variant(full, "fp16", "cpu")
     with pytest.raises(EdgeSentError, match="use --variant fp32 on openvino"):
         choose_variant(manifest("fp16"), "fp16", "openvino")
-    with pytest.raises(BundleError, match=r"variant 'int4' is not in bundle /b \(it has: fp16, fp32, int8\)"):
+    with pytest.raises(BundleError, match=r"^variant 'int4' is not in bundle /b \(it has: fp16, fp32, int8\)$"):
         choose_variant(full, "int4", "cpu")
-    assert "(cpu: int8, cuda/tensorrt: fp16; else fp32)" in variant_help()
+    with pytest.raises(BundleError, match=r"\(it has: none\)$"):
+        choose_variant(manifest(), "fp32", "cpu")
+    assert variant_help() == "auto (cpu: int8, cuda/tensorrt: fp16; else fp32), fp32, int8, int8-static, fp16, int4."
+    # file names are part of the bundle format: bundles already written must keep loading
+    files = ["model.onnx", "model_quantized.onnx", "model_qdq.onnx", "model_fp16.onnx", "model_q4.onnx"]
+    assert dict(zip(("fp32", "int8", "int8-static", "fp16", "int4"), files, strict=True)) == VARIANT_FILES
+    assert QUANTIZE_CHOICES == ("int8", "int8-static", "fp16", "int4")
+    assert [s.name for s in VARIANT_TABLE if s.needs_calibration] == ["int8-static"]
 
 
 def _data(*labels: str) -> LabeledData:
@@ -174,12 +215,14 @@ def test_label_set_and_label_ids() -> None:
     assert label_set(_data("2", "10", "1", "2")) == ["1", "2", "10"]
     assert label_set(_data("-1", "1", "0")) == ["-1", "0", "1"]
     assert label_set(_data("pos", "neg", "10")) == ["10", "neg", "pos"]
-    with pytest.raises(EdgeSentError, match=r"d.tsv: the training set has a single class \('x'\)"):
+    assert label_set(_data("X2", "X10")) == ["X10", "X2"]
+    with pytest.raises(EdgeSentError, match=r"^d.tsv: the training set has a single class \('x'\); need at least 2"):
         label_set(_data("x", "x"))
     # a real label name maps to its own position; a position alias only to strings that are not names
     assert label_ids(_data("1", "2", "0"), ["1", "2"], aliases=[["0", "1"]]).tolist() == [0, 1, 0]
+    assert label_ids(_data("0", "pos"), ["a", "b"], aliases=[["0", "1"], ["neg", "pos"]]).tolist() == [0, 1]
     assert label_ids(_data("b", "a"), ["a", "b"]).dtype == np.int64
-    with pytest.raises(EdgeSentError, match=r"d.tsv: label '7' does not occur in the bundle \(labels: a, b\)"):
+    with pytest.raises(EdgeSentError, match=r"^d.tsv: label '7' does not occur in the bundle \(labels: a, b\)$"):
         label_ids(_data("a", "7"), ["a", "b"], known_from="the bundle")
 
 
@@ -188,6 +231,7 @@ def test_metrics() -> None:
     assert matrix.tolist() == [[0, 2], [0, 1]]  # rows are true labels
     assert macro_f1(confusion(np.array([0, 1]), np.array([0, 1]), 3)) == pytest.approx(2 / 3)  # class 2 absent
     assert macro_f1(matrix) == pytest.approx((0 + 0.5) / 2)
+    assert macro_f1(confusion(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), 2)) == pytest.approx(0.5)
     report = classification_report(np.array([0, 1, 1, 1]), np.array([0, 1, 0, 1]), ["a", "b"])
     expected = {"n": 4, "accuracy": 0.75, "macro_f1": pytest.approx(0.7333333), "labels": ["a", "b"]}
     assert report == expected | {"confusion": [[1, 0], [1, 2]]}
@@ -212,9 +256,9 @@ def test_tokenizer_pads_batches_and_restores_order(word_tokenizer: Path) -> None
     assert batches[0].input_ids.tolist() == [[2, 7], [1, 2]] and batches[0].attention_mask.tolist() == [[1, 0], [1, 1]]
     assert batches[1].truncated.tolist() == [False, True] and batches[0].token_type_ids.tolist() == [[0, 0], [0, 0]]
     assert [b.index.tolist() for b in enc.batches(encoded, 1, order=np.array([3, 0]))] == [[3], [0]]
-    with pytest.raises(EdgeSentError, match="batch size must be at least 1, got 0"):
+    with pytest.raises(EdgeSentError, match=r"^batch size must be at least 1, got 0$"):
         next(enc.batches(encoded, 0))
-    with pytest.raises(EdgeSentError, match="max length 7 is too short"):
+    with pytest.raises(EdgeSentError, match=r"^max length 7 is too short \(at least 8 tokens\)$"):
         Tokenizer(word_tokenizer, max_length=7)
     assert (enc.first_id, enc.last_id, enc.vocab_size) == (None, None, 4)
     bert = Tokenizer(BERT_TOKENIZER, 8)
@@ -222,40 +266,39 @@ def test_tokenizer_pads_batches_and_restores_order(word_tokenizer: Path) -> None
     lead = tokenizers.Tokenizer(models.WordLevel({"[UNK]": 3, "a": 1}, unk_token="[UNK]"))  # no [PAD] either
     lead.post_processor = processors.TemplateProcessing(single="[UNK] $A", special_tokens=[("[UNK]", 3)])
     lead.save(str(word_tokenizer.with_name("lead.json")))
-    assert (lambda t: (t.pad_id, t.first_id, t.last_id))(Tokenizer(word_tokenizer.with_name("lead.json"), 8)) == (
-        0,
-        3,
-        None,
-    )
+    lead_tokenizer = Tokenizer(word_tokenizer.with_name("lead.json"), 8)
+    assert (lead_tokenizer.pad_id, lead_tokenizer.first_id, lead_tokenizer.last_id) == (0, 3, None)
     word_tokenizer.with_name("bad.json").write_text("{")
-    with pytest.raises(EdgeSentError, match="cannot load tokenizer"):
+    with pytest.raises(EdgeSentError, match=r"^\S+bad.json: cannot load tokenizer"):
         Tokenizer(word_tokenizer.with_name("bad.json"), 8)
 
 
 def test_check_texts() -> None:
     check_texts(["a", ""])
     for bad in ("abc", b"abc"):
-        with pytest.raises(TypeError, match="not a single string"):
+        with pytest.raises(TypeError, match=r"^texts must be a list of strings, not a single string$"):
             check_texts(bad)
     with pytest.raises(TypeError, match=r"^texts\[1\] is int, expected str$"):
         check_texts(["a", 3, None])
 
 
-def test_readers_edge_cases(tmp_path: Path) -> None:
+def _rows(path: Path | str, **kw: str) -> list[tuple[int, str, str | None, str | None]]:
+    return [(r.line, r.text, r.label, r.id) for r in read_records(path, **kw)]
+
+
+def test_readers_edge_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = ("a.JSON", "a.ndjson", "a.csv", "a.tsv", "a.jsonl", "a.log")
     assert [detect_format(p) for p in paths] == ["jsonl", "jsonl", "csv", "tsv", "jsonl", "txt"]
     assert detect_format("a.txt", "csv") == "csv"
-    with pytest.raises(EdgeSentError, match=r"unknown file format 'xml' \(choose from txt, tsv, csv, jsonl\)"):
+    with pytest.raises(EdgeSentError, match=r"^unknown file format 'xml' \(choose from txt, tsv, csv, jsonl\)$"):
         detect_format("a.txt", "xml")
     path = tmp_path / "d.jsonl"
-    path.write_text('\ufeff{"text_a": "x", "label": 1}\n\n{"text_a": "y", "label": " b "}\n', encoding="utf-8")
-    assert [(r.line, r.text, r.label) for r in read_records(path, label_field="label")] == [
-        (1, "x", "1"),
-        (3, "y", "b"),
-    ]
-    assert [r.label for r in read_records(path)] == [None, None]
+    path.write_text('\ufeff{"text_a": "x", "label": 1, "k": 7}\n\n{"text_a": "y", "label": " b ", "k": "z"}\n')
+    assert _rows(path, label_field="label", id_field="k") == [(1, "x", "1", "7"), (3, "y", "b", "z")]
+    assert _rows(path) == [(1, "x", None, None), (3, "y", None, None)]
     bad = {
         "[1]": "1: expected a JSON object, got list",
+        "{}": "1: no key 'text_a'; keys found: (none)",
         '{"text_a": "x", "label": true}': "1: label must be a string or an integer, got True",
         '{"text_a": "x", "label": " "}': "1: empty label",
     }
@@ -265,16 +308,35 @@ def test_readers_edge_cases(tmp_path: Path) -> None:
             list(read_records(path, label_field="label"))
         assert str(info.value) == f"{path}:{message}"
     tsv = tmp_path / "d.tsv"
-    tsv.write_text(' text_a \tlabel\n"q\t 1 \n\nb\t0\n')
-    assert [(r.line, r.text, r.label) for r in read_records(tsv, label_field="label")] == [
-        (2, '"q', "1"),
-        (4, "b", "0"),
-    ]
-    assert [r.label for r in read_records(tsv, fmt="tsv")] == [None, None]
-    with pytest.raises(EdgeSentError, match="no labels"):
+    tsv.write_text(' text_a \tlabel\tk\n"q\t 1 \ta\n\nb\t0\tc\nbad\n\t\td\n')
+    opened: list[io.BufferedReader] = []
+    monkeypatch.setattr(readers, "open", lambda *a: opened.append(open(*a)) or opened[-1], raising=False)  # noqa: SIM115
+    skipped: list[str] = []
+    rows = _rows(tsv, label_field="label", id_field="k", on_bad_row=lambda e: skipped.append(str(e)))
+    assert rows == [(2, '"q', "1", "a"), (4, "b", "0", "c")] and opened and all(f.closed for f in opened)
+    assert skipped == [f"{tsv}:5: malformed row: 1 fields, header has 3", f"{tsv}:6: empty label"]
+    tsv.write_bytes(b"text_a\n\xff\nok\n")
+    assert [r.text for r in read_records(tsv, on_bad_row=lambda e: skipped.append(str(e)))] == ["ok"]
+    assert skipped[-1].startswith(f"{tsv}:2: invalid UTF-8")
+    with pytest.raises(EdgeSentError, match=r"^\S+d.tsv: a .txt file has one text per line and no labels"):
         list(read_records(tmp_path / "d.tsv", fmt="txt", label_field="label"))
-    with pytest.raises(EdgeSentError, match="file not found"):
+    with pytest.raises(EdgeSentError, match=r"^\S+none.tsv: file not found$"):
         list(read_records(tmp_path / "none.tsv"))
+    tsv.write_text("\nx\n")
+    with pytest.raises(EdgeSentError, match=r"d.tsv: no column 'text_a'; columns found: \(none\)$"):
+        list(read_records(tsv))
+    stdin = io.BytesIO("aX\r\n\n好\n".encode())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stdin))
+    assert _rows("-") == [(1, "aX", None, None), (2, "", None, None), (3, "好", None, None)] and not stdin.closed
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"text_a\tl\nx\t\n")))
+    with pytest.raises(EdgeSentError, match=r"^<stdin>:2: empty label$"):
+        list(read_records("-", fmt="tsv", label_field="l"))
+
+
+def test_line_numbers_after_a_skipped_invalid_utf8_line(tmp_path: Path) -> None:
+    for name, content in (("d.tsv", b"text_a\n\xff\nok\n"), ("d.jsonl", b'\xff\n{"text_a": "ok"}\n')):
+        (tmp_path / name).write_bytes(content)
+        assert [r.line for r in read_records(tmp_path / name, on_bad_row=lambda e: None)] == [3 if "tsv" in name else 2]
 
 
 def test_resolve_precision_and_provider(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,10 +347,11 @@ def test_resolve_precision_and_provider(monkeypatch: pytest.MonkeyPatch) -> None
     assert session.resolve_precision("openvino", "auto") == "fp32"
     with pytest.raises(EdgeSentError, match=r"^precision bf16 needs the OpenVINO provider \(--provider openvino\)$"):
         session.resolve_precision("cuda", "bf16")
-    with pytest.raises(EdgeSentError, match=r"unknown precision 'fp16' \(choose from auto, fp32, bf16\)"):
+    with pytest.raises(EdgeSentError, match=r"^unknown precision 'fp16' \(choose from auto, fp32, bf16\)$"):
         session.resolve_precision("openvino", "fp16")
     assert session.resolve_provider("cpu") == "cpu"
-    with pytest.raises(EdgeSentError, match=r"unknown provider 'gpu' \(choose from auto, cpu, cuda"):
+    assert session._installed("onnxruntime") and not session._installed("no-such-distribution")
+    with pytest.raises(EdgeSentError, match=r"^unknown provider 'gpu' \(choose from auto, cpu, cuda"):
         session.resolve_provider("gpu")
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", CPU])
     assert session.resolve_provider("auto") == "cuda"
@@ -296,12 +359,15 @@ def test_resolve_precision_and_provider(monkeypatch: pytest.MonkeyPatch) -> None
     for machine, expected in (("x86_64", "openvino"), ("AMD64", "openvino"), ("aarch64", "cpu")):
         monkeypatch.setattr(session.platform, "machine", lambda m=machine: m)
         assert session.resolve_provider("auto") == expected
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
-    assert session.resolve_provider("auto") == "cpu"
-    with pytest.raises(EdgeSentError, match=rf"provider 'tensorrt' is not available .*\(available: {CPU}\)"):
-        session.resolve_provider("tensorrt")
-    monkeypatch.setattr(session, "_installed", lambda name: True)
-    with pytest.raises(EdgeSentError, match=r"onnxruntime-openvino is installed, but the CPU build \(onnxruntime\)"):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", CPU])
+    assert session.resolve_provider("auto") == "cpu" and session.resolve_provider("tensorrt") == "tensorrt"
+    monkeypatch.setattr(session, "_installed", lambda name: name in ("onnxruntime", "onnxruntime-openvino"))
+    message = (
+        rf"^provider 'cuda' is not available in this onnxruntime build \(available: TensorrtExecutionProvider, {CPU}\)"
+    )
+    with pytest.raises(EdgeSentError, match=message + "; see the README on onnxruntime builds$"):
+        session.resolve_provider("cuda")
+    with pytest.raises(EdgeSentError, match=r"^provider 'openvino': onnxruntime-openvino is installed, but the CPU"):
         session.resolve_provider("openvino")
 
 
@@ -310,15 +376,19 @@ def test_physical_cores_count_cores_not_hyperthreads(monkeypatch: pytest.MonkeyP
     cpuinfo.write_text(
         "".join(f"physical id\t: {i % 2}\ncore id\t\t: {i // 2 % 2}\nflags\t: avx2\n\n" for i in range(8))
     )
-    monkeypatch.setattr(session, "Path", lambda _: cpuinfo)
-    monkeypatch.setattr(session.os, "sched_getaffinity", lambda _: set(range(8)))
-    assert session.physical_cores() == 4 and not session.cpu_has_bf16()
-    monkeypatch.setattr(session.os, "sched_getaffinity", lambda _: {0, 1, 2})
-    assert session.physical_cores() == 3
-    cpuinfo.write_text("flags\t: amx_bf16\n")
-    assert session.physical_cores() == 3 and session.cpu_has_bf16()
+    monkeypatch.setattr(session, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else tmp_path / "absent")
+    for affinity, cores in ((8, 4), (3, 3), (1, 1)):
+        monkeypatch.setattr(session.os, "sched_getaffinity", lambda pid, n=affinity: set(range(n)) if pid == 0 else {0})
+        assert session.physical_cores() == cores and not session.cpu_has_bf16()
+    monkeypatch.delattr(session.os, "sched_getaffinity")
+    for count, cores in ((6, 4), (None, 1)):
+        monkeypatch.setattr(session.os, "cpu_count", lambda c=count: c)
+        assert session.physical_cores() == cores
+    for flag in ("avx512_bf16", "amx_bf16"):
+        cpuinfo.write_text(f"flags\t: avx2 {flag}\n")
+        assert session.cpu_has_bf16() and session.physical_cores() == 1  # no core ids: the usable count
     cpuinfo.unlink()
-    assert session.physical_cores() == 3 and not session.cpu_has_bf16()
+    assert session.physical_cores() == 1 and not session.cpu_has_bf16()
 
 
 def _error(call, *args) -> str:  # type: ignore[no-untyped-def]
@@ -329,39 +399,61 @@ def _error(call, *args) -> str:  # type: ignore[no-untyped-def]
 
 def test_manifest_and_file_checks(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b")
-    manifest = read_manifest(root)
+    manifest, path = read_manifest(root), root / "manifest.json"
     assert (manifest.labels, manifest.max_length, manifest.variant_file("fp32")) == (LABELS, MAX_LENGTH, "model.onnx")
+    assert manifest.data_labels == ["0", "1", "2"] and manifest.random_weights and verify_bundle(root) == []
+    check = manifest.variants["fp32"].verification
+    assert (check.verified_on, check.labels, check.max_abs_dlogit, check.eval_accuracy) == ("cpu", (2, 0), 0.25, 0.5)
+    assert check.vs_fp32 is not None and (check.vs_fp32.label_agreement, check.vs_fp32.mean_abs_dprob) == (1, 1)
+    assert check.eval_vs_fp32 is None and manifest.variants["fp16"].verification.max_abs_dlogit is None
     assert check_file(manifest, "tokenizer.json") == root / "tokenizer.json"
     for name in ("../x", "", ".", ".."):
-        assert "points outside the bundle" in _error(check_file, manifest, name)
+        assert _error(check_file, manifest, name) == f"{path}: file name {name!r} points outside the bundle"
     assert _error(check_file, manifest, "extra.bin") == f"{root / 'extra.bin'}: not listed in the manifest"
     (root / "config.json").write_text('{"vocab_size": 21128} ')
-    assert "altered (size 22 bytes, manifest says 21)" in _error(check_file, manifest, "config.json")
+    assert (
+        _error(check_file, manifest, "config.json") == f"{root}/config.json: altered (size 22 bytes, manifest says 21)"
+    )
+    assert verify_bundle(root) == [f"{root}/config.json: altered (size 22 bytes, manifest says 21)"]
     (root / "config.json").write_text('{"vocab_size": 21129}')
-    assert "altered (sha256 does not match" in _error(check_file, manifest, "config.json")
+    assert (
+        _error(check_file, manifest, "config.json")
+        == f"{root}/config.json: altered (sha256 does not match the manifest)"
+    )
     (root / "config.json").unlink()
     assert _error(check_file, manifest, "config.json") == f"{root / 'config.json'}: missing"
-    data = json.loads((root / MANIFEST).read_text())
+    data = json.loads(path.read_text())
+    assert MANIFEST not in write_manifest(root, data)["files"]
     cases = [
-        ({**data, "format_version": FORMAT_VERSION + 1}, f"version {FORMAT_VERSION + 1} is newer than this edge-sent"),
-        ({**data, "format_version": 0}, "bundle format version 0 is older than this edge-sent reads"),
-        ({**data, "format_version": "1"}, "no bundle format version (format_version is '1')"),
-        ({**data, "format_version": True}, "no bundle format version (format_version is True)"),
+        (
+            {**data, "format_version": 2},
+            "bundle format version 2 is newer than this edge-sent understands (1); upgrade edge-sent",
+        ),
+        (
+            {**data, "format_version": 0},
+            "bundle format version 0 is older than this edge-sent reads (1 to 1); re-export it with `edge-sent export`",
+        ),
+        ({**data, "format_version": "1"}, "no bundle format version (format_version is '1'); re-export the bundle"),
+        ({**data, "format_version": True}, "no bundle format version (format_version is True); re-export the bundle"),
         ({**data, "format": "other"}, "unknown format 'other'"),
-        ({k: v for k, v in data.items() if k != "variants"}, "manifest lacks 'variants'"),
-        ({**data, "variants": {"fp32": "model.onnx"}}, "malformed manifest (variant 'fp32' needs an object"),
         ([1], "unknown format None"),
+        ({k: v for k, v in data.items() if k != "variants"}, "manifest lacks 'variants'"),
+        (
+            {**data, "variants": {"fp32": "model.onnx"}},
+            "malformed manifest (variant 'fp32' needs an object with a 'file')",
+        ),
+        ({**data, "files": {"x": "y"}}, "malformed manifest (a file entry must be an object, got str)"),
     ]
     for content, message in cases:
-        (root / MANIFEST).write_text(json.dumps(content))
-        assert message in _error(read_manifest, root)
-    (root / MANIFEST).write_text(json.dumps({**data, "format_version": FORMAT_VERSION}))
-    assert read_manifest(root).data["format_version"] == FORMAT_VERSION
-    (root / MANIFEST).write_bytes(b"\xff{")
-    assert "not valid JSON" in _error(read_manifest, root)
-    (root / MANIFEST).unlink()
-    assert "missing (not an edge-sent bundle?)" in _error(read_manifest, root)
-    assert "bundle directory not found" in _error(read_manifest, root / "nope")
+        path.write_text(json.dumps(content))
+        assert _error(read_manifest, root) == f"{path}: {message}"
+    path.write_text(json.dumps({**data, "files": {"model.onnx": {}}}))
+    assert _error(check_file, read_manifest(root), "model.onnx").endswith("manifest says -1)")
+    path.write_bytes(b"\xff{")
+    assert _error(read_manifest, root).startswith(f"{path}: not valid JSON (")
+    path.unlink()
+    assert _error(read_manifest, root) == f"{path}: missing (not an edge-sent bundle?)"
+    assert _error(read_manifest, root / "nope") == f"bundle directory not found: {root / 'nope'}"
 
 
 def test_bench_helpers(bundle: Path) -> None:
