@@ -134,16 +134,25 @@ def score_shard(classifier: Classifier, source: str, rows: list[Record], batch_s
     return "\n".join(lines) + "\n"
 
 
-def score(classifier: Classifier, config: ScoreConfig, progress: Callable[[int], None] | None = None) -> ScoreStats:
-    """Score every input row into shards; skip the shards an earlier run finished."""
+@dataclass(frozen=True)
+class Shard:
+    source: Path
+    target: Path
+    rows: list[Record]
+
+
+def check_job(config: ScoreConfig, classifier: Classifier) -> None:
+    """Refuse bad settings and missing inputs, then claim the output directory for this job."""
     if config.shard_size < 1 or config.batch_size < 1:
         raise EdgeSentError("--shard-size and --batch-size must be at least 1")
     for path in config.inputs:
         if not Path(path).is_file():
             raise EdgeSentError(f"{path}: file not found")
     claim_directory(config, job_record(config, classifier))
-    stats = ScoreStats()
-    started = time.perf_counter()
+
+
+def pending_shards(config: ScoreConfig, stats: ScoreStats) -> Iterator[Shard]:
+    """Every shard of every input, in order; the ones an earlier run finished are counted and skipped."""
 
     def bad_row(error: EdgeSentError) -> None:
         stats.bad_rows.append(str(error))
@@ -162,11 +171,20 @@ def score(classifier: Classifier, config: ScoreConfig, progress: Callable[[int],
                 stats.shards_skipped += 1
                 stats.resumed_rows += len(rows)
             else:
-                atomic_write(target, score_shard(classifier, str(path), rows, config.batch_size))
-                stats.shards_written += 1
-                stats.rows += len(rows)
-            if progress is not None:
-                progress(len(rows))
+                yield Shard(Path(path), target, rows)
+
+
+def score(classifier: Classifier, config: ScoreConfig, progress: Callable[[int], None] | None = None) -> ScoreStats:
+    """Score every input row into shards; skip the shards an earlier run finished."""
+    check_job(config, classifier)
+    stats = ScoreStats()
+    started = time.perf_counter()
+    for shard in pending_shards(config, stats):
+        atomic_write(shard.target, score_shard(classifier, str(shard.source), shard.rows, config.batch_size))
+        stats.shards_written += 1
+        stats.rows += len(shard.rows)
+        if progress is not None:
+            progress(len(shard.rows))
     stats.seconds = time.perf_counter() - started
     return stats
 

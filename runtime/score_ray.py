@@ -22,18 +22,15 @@ from typing import Any
 import numpy as np
 
 from edge_sent.errors import EdgeSentError
-from edge_sent.readers import Record, read_records
+from edge_sent.readers import Record
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.score import (
     ScoreConfig,
     ScoreStats,
     atomic_write,
-    claim_directory,
-    job_record,
-    non_empty,
+    check_job,
+    pending_shards,
     score_shard,
-    shard_path,
-    shards,
 )
 
 
@@ -115,29 +112,15 @@ def _connect(ray: Any, config: RayConfig) -> None:
 
 
 def _pending(config: ScoreConfig, stats: ScoreStats) -> Iterator[dict[str, Any]]:
-    """The shards not written yet, as Ray items; finished ones are counted and skipped (resume)."""
-
-    def bad_row(error: EdgeSentError) -> None:
-        stats.bad_rows.append(str(error))
-
-    for index, path in enumerate(config.inputs):
-        records = read_records(
-            path, text_field=config.text_column, id_field=config.id_column, fmt=config.fmt,
-            on_bad_row=bad_row if config.skip_bad_rows else None,
-        )  # fmt: skip
-        for shard_index, rows in enumerate(shards(non_empty(records, stats), config.shard_size)):
-            target = shard_path(config.out, index, shard_index)
-            if target.is_file():
-                stats.shards_skipped += 1
-                stats.resumed_rows += len(rows)
-                continue
-            yield {
-                "target": str(target),
-                "source": str(path),
-                "lines": [r.line for r in rows],
-                "texts": [r.text for r in rows],
-                "ids": [r.id for r in rows],
-            }
+    """The shards not written yet, as Ray items (the local engine's shards, so the outputs are identical)."""
+    for shard in pending_shards(config, stats):
+        yield {
+            "target": str(shard.target),
+            "source": str(shard.source),
+            "lines": [r.line for r in shard.rows],
+            "texts": [r.text for r in shard.rows],
+            "ids": [r.id for r in shard.rows],
+        }
 
 
 def score_on_ray(
@@ -150,10 +133,7 @@ def score_on_ray(
     """The local engine's job (same shards, same files) run by an actor pool on Ray Data."""
     if ray_config.actors < 1:
         raise EdgeSentError("--actors must be at least 1")
-    for path in config.inputs:
-        if not Path(path).is_file():
-            raise EdgeSentError(f"{path}: file not found")
-    claim_directory(config, job_record(config, classifier))
+    check_job(config, classifier)
     ray = _ray()
     _connect(ray, ray_config)
     stats = ScoreStats()
