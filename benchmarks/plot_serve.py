@@ -1,0 +1,39 @@
+"""Plot benchmarks/serve.json: throughput and p50/p99 latency against concurrency, batching on vs off.
+
+.venv/bin/python benchmarks/plot_serve.py benchmarks/serve.json benchmarks/serve.png   (needs the bench extra)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def main(source: Path, target: Path) -> None:
+    data = json.loads(source.read_text())
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in ("batching", "no-batching"):
+        rows = data[mode]
+        clients = [r["concurrency"] for r in rows]
+        left.plot(clients, [r["texts_per_s"] for r in rows], marker="o", label=f"serve, {mode}")
+        right.plot(clients, [r["p50_ms"] for r in rows], marker="o", label=f"{mode} p50")
+        right.plot(clients, [r["p99_ms"] for r in rows], marker="x", linestyle="--", label=f"{mode} p99")
+    left.axhline(data["in_process"]["offline_texts_per_s"], color="grey", linestyle=":", label="Classifier.predict")
+    for axis, label in ((left, "texts/s"), (right, "latency, ms")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent clients (one text per request)")
+        axis.set_ylabel(label)
+        axis.legend(fontsize=8)
+    fig.suptitle(f"edge-sent serve, {data['in_process']['variant']} on {data['machine']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
