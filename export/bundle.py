@@ -6,7 +6,6 @@ target removes those whose process is gone (a killed export leaves nothing half-
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -65,10 +64,6 @@ def staging_dir(target: Path, force: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def hf_config(encoder_config: dict, labels: list[str], max_length: int, pooling: str) -> dict:

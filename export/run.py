@@ -25,19 +25,19 @@ from edge_sent.contract import (
     PORTABLE_FILE,
     TOKENIZER,
     VARIANT_FILES,
+    write_json,
     write_manifest,
 )
 from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, refit, runners, verify
-from edge_sent.export.bundle import hf_config, staging_dir, write_json
-from edge_sent.export.prepare import ExportConfig, Prepared, load_model, prepare, texts_from
+from edge_sent.export.bundle import hf_config, staging_dir
+from edge_sent.export.prepare import ExportConfig, Prepared, prepare
 from edge_sent.export.variants import BUILDERS, BuildInputs
 from edge_sent.progress import stderr
 from edge_sent.runtime.measure import MeasureRequest
 from edge_sent.variants import REFERENCE, VARIANTS
 
 __all__ = ["ExportConfig", "export_bundle"]
-_load_model, _texts_from = load_model, texts_from  # the names tests and benchmarks import
 
 VERIFY_BATCH = 8  # dynamic int8 scales activations per batch: recorded so the labels can be reproduced
 EVAL_BATCH = 32

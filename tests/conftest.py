@@ -15,6 +15,16 @@ DATA = ROOT / "data" / "chnsenticorp"
 # export takes the OpenVINO measurement path by accident: tests that want it pass `openvino_python` (or set
 # the variable themselves, to test that path).
 OPENVINO_PYTHON = os.environ.pop("EDGE_SENT_OPENVINO_PYTHON", None)
+# the prelude of the fresh-interpreter tests that prove the runtime never imports torch, transformers or optimum
+TORCH_GUARD = """
+import builtins, sys
+real = builtins.__import__
+def guard(name, *a, **k):
+    if name.split('.')[0] in ('torch', 'transformers', 'optimum'):
+        raise ImportError('blocked: ' + name)
+    return real(name, *a, **k)
+builtins.__import__ = guard
+"""
 
 
 def run_cli(*args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

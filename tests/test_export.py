@@ -58,12 +58,12 @@ def test_fp32_graph_matches_torch_measured_here(tiny_run, tiny_bundle):
     """Independent of what the export recorded: the run's torch model against the bundle's graph."""
     import onnxruntime as ort
 
-    from edge_sent.export.run import _load_model
+    from edge_sent.export.prepare import load_model
     from edge_sent.rundir import read_run_meta
     from edge_sent.tokenization import Tokenizer
 
     meta = read_run_meta(tiny_run)
-    _, model = _load_model(tiny_run, meta)
+    _, model = load_model(tiny_run, meta)
     encoder = Tokenizer(tiny_bundle / "tokenizer.json", meta.max_length)
     texts = [line.split("\t", 1)[1] for line in (DATA / "test.tsv").read_text().splitlines()[1:41]]
     reference = verify.torch_logits(model, encoder, texts)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from edge_sent.errors import BundleError, EdgeSentError
 from edge_sent.runtime import Classifier
 from edge_sent.runtime.session import ProviderFallbackWarning
-from tests.conftest import DATA, assert_user_error, run_cli
+from tests.conftest import DATA, TORCH_GUARD, assert_user_error, run_cli
 
 TEXTS = [
     "这个酒店很好，服务周到",
@@ -98,7 +98,7 @@ def test_any_unicode_gives_valid_probabilities(clf, texts):
 
 
 def test_auto_variant_is_int8_on_cpu_and_labels_match_export_verification(tiny_bundle):
-    from edge_sent.export.run import _texts_from
+    from edge_sent.export.prepare import texts_from
     from edge_sent.export.verify import select_texts, texts_sha256
     from edge_sent.tokenization import Tokenizer
 
@@ -107,7 +107,7 @@ def test_auto_variant_is_int8_on_cpu_and_labels_match_export_verification(tiny_b
     manifest = clf.manifest.data
     source = Path(manifest["verification"]["source"])
     texts = select_texts(
-        _texts_from(source, "text"),
+        texts_from(source, "text"),
         Tokenizer(tiny_bundle / "tokenizer.json", manifest["max_length"]),
         manifest["verification"]["n_texts"],
     )
@@ -221,14 +221,9 @@ def test_newer_format_missing_bundle_and_edited_manifest(tiny_bundle, tmp_path):
 
 def test_runtime_never_imports_torch_or_transformers(tiny_bundle):
     """A fresh interpreter in which importing torch or transformers raises still classifies text."""
-    code = f"""
-import builtins, sys
-real = builtins.__import__
-def guard(name, *a, **k):
-    if name.split('.')[0] in ('torch', 'transformers', 'optimum'):
-        raise ImportError('blocked: ' + name)
-    return real(name, *a, **k)
-builtins.__import__ = guard
+    code = (
+        TORCH_GUARD
+        + f"""
 from edge_sent.runtime import Classifier
 from edge_sent.runtime.score import score
 from edge_sent.cli import app
@@ -236,6 +231,7 @@ clf = Classifier.load({str(tiny_bundle)!r})
 print(clf.predict(['很好'])[0].label)
 assert not any(m.split('.')[0] in ('torch', 'transformers', 'optimum') for m in sys.modules)
 """
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() in ("0", "1")

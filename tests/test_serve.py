@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from edge_sent.runtime import Classifier  # noqa: E402
 from edge_sent.runtime.serve.batching import plan_batch  # noqa: E402
-from tests.conftest import DATA, assert_user_error  # noqa: E402
+from tests.conftest import DATA, TORCH_GUARD, assert_user_error  # noqa: E402
 
 KEY = "test-key-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -220,14 +220,9 @@ def test_health_before_ready_and_while_draining(clf, tiny_bundle):
 
 
 def test_server_modules_never_import_torch(tiny_bundle):
-    code = f"""
-import builtins, sys
-real = builtins.__import__
-def guard(name, *a, **k):
-    if name.split('.')[0] in ('torch', 'transformers', 'optimum'):
-        raise ImportError('blocked: ' + name)
-    return real(name, *a, **k)
-builtins.__import__ = guard
+    code = (
+        TORCH_GUARD
+        + f"""
 from edge_sent.cli import app
 from edge_sent.runtime.serve.server import load
 from edge_sent.runtime.serve.app import ServerState, create_app
@@ -237,6 +232,7 @@ create_app(clf, ServeConfig(), {str(tiny_bundle)!r}, ServerState())
 assert not any(m.split('.')[0] in ('torch', 'transformers', 'optimum') for m in sys.modules)
 print('ok')
 """
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from edge_sent import __version__
-from edge_sent.contract import sha256_file
+from edge_sent.contract import sha256_file, write_json
 from edge_sent.errors import EdgeSentError
 from edge_sent.labeled import DataConfig, LabeledData, label_ids, label_set, load_labeled
 from edge_sent.metrics import classification_report
@@ -25,7 +25,6 @@ from edge_sent.rundir import (
     EncoderRef,
     RunMeta,
     TrainingData,
-    write_json,
     write_run_meta,
 )
 from edge_sent.train.encoders import POOLINGS, LoadedEncoder, load_encoder

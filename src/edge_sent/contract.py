@@ -183,13 +183,18 @@ def parse_manifest(root: Path, data: Any, where: Path) -> Manifest:
     return manifest
 
 
+def write_json(path: Path, data: object) -> None:
+    """The project's one JSON file writer (manifest, config, head.json, reports): indented, UTF-8, not ASCII-escaped."""
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def write_manifest(directory: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Hash every file in the directory into the record, validate it as a reader would, write it (last)."""
     data = dict(record) | {
         "files": {p.name: file_entry(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
     }
     parse_manifest(directory, data, directory / MANIFEST)
-    (directory / MANIFEST).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(directory / MANIFEST, data)
     return data
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_sent.contract import write_json
 from edge_sent.errors import EdgeSentError
 
 HEAD_WEIGHTS = "head.safetensors"  # Linear(hidden, labels): weight, bias
@@ -130,10 +131,6 @@ def read_run_meta(run_dir: Path) -> RunMeta:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgeSentError(f"{run.meta_file}: not valid JSON ({exc})") from None
     return RunMeta.from_json(data, run.meta_file)
-
-
-def write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_run_meta(run_dir: Path, meta: RunMeta) -> None:
