@@ -39,6 +39,10 @@ class ExportConfig:
     refit_head: tuple[str, ...] = ()  # variants whose head is refitted on their own features ("all": every one)
     refit_data: Path | None = None  # labelled training data for the refit (default: the run's own)
     openvino_python: Path | None = None  # an interpreter with onnxruntime-openvino: measure/refit there
+    with_tokenizer: bool = False  # string-in graphs (export/strings.py)
+    tokenizer_variants: tuple[str, ...] = ()  # the variants to wrap (default: fp32 and int8 when built)
+    tokenizer_check: tuple[Path, ...] = ()  # texts whose token ids must match (default: the run's train and dev)
+    tokenizer_tolerance: float = 0.0  # corpus token-id mismatch rate accepted
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from edge_sent.contract import (
     write_manifest,
 )
 from edge_sent.errors import EdgeSentError
-from edge_sent.export import graph, refit, runners, verify
+from edge_sent.export import graph, refit, runners, strings, verify
 from edge_sent.export.bundle import hf_config, staging_dir
 from edge_sent.export.prepare import ExportConfig, Prepared, prepare
 from edge_sent.export.variants import BUILDERS, BuildInputs
@@ -190,20 +190,21 @@ def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
     }
 
 
-def write_bundle(job: Prepared, tmp: Path, variants: dict[str, dict]) -> dict:
+def write_bundle(job: Prepared, tmp: Path, variants: dict[str, dict], extra: dict | None = None) -> dict:
     """Tokenizer, Hugging Face config and the manifest (last: it hashes every other file)."""
     if not job.config.portable:
         (tmp / PORTABLE_FILE).unlink()
     shutil.copyfile(job.encoder.tokenizer_file, tmp / TOKENIZER)
     labels = list(job.meta.labels)
     write_json(tmp / CONFIG, hf_config(job.encoder.config, labels, job.max_length, job.meta.pooling))
-    manifest = manifest_record(job, variants)
+    manifest = manifest_record(job, variants) | (extra or {})
     _checkpoint("manifest")
     return write_manifest(tmp, manifest)
 
 
 def export_bundle(config: ExportConfig) -> dict:
     say = _sayer(config)
+    strings_plan = strings.plan(config)
     job = prepare(config, say)
     with staging_dir(config.out, config.force) as tmp:
         say("tracing encoder + pooling + head into one ONNX graph, fusing it with onnxruntime's optimizer")
@@ -226,7 +227,8 @@ def export_bundle(config: ExportConfig) -> dict:
                 job.openvino, _request(job), files, references, job.eval_set
             ).items():
                 variants[name]["openvino"] = measured
-        manifest = write_bundle(job, tmp, variants)
+        extra = {"strings": strings.build(job, tmp, variants, strings_plan, say)} if strings_plan else None
+        manifest = write_bundle(job, tmp, variants, extra)
         _checkpoint("before-rename")
     say(f"bundle written to {config.out}")
     return manifest

@@ -21,6 +21,7 @@ from edge_sent.errors import EdgeSentError
 from edge_sent.external_data import check_external_data
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, PROBABILITIES, Engine
 from edge_sent.runtime.session import SessionConfig, resolve_provider
+from edge_sent.runtime.strings import StringEngine
 from edge_sent.tokenization import Tokenizer
 from edge_sent.variants import REFERENCE, VARIANTS, auto_preference
 
@@ -43,12 +44,14 @@ class Prediction:
         }
 
 
-def choose_variant(manifest: Manifest, variant: str, provider: str) -> str:
+def choose_variant(manifest: Manifest, variant: str, provider: str, among: set[str] | None = None) -> str:
     """`auto`: the variant table's preference for the provider (int8 on CPU, fp16 on CUDA/TensorRT) when the
-    bundle has it, else fp32. A named variant must be in the bundle and run on the provider."""
-    available = manifest.variants
+    bundle has it (and it is `among` the given ones), else fp32. A named variant must be in the bundle and run on
+    the provider."""
+    available = set(manifest.variants) if among is None else set(manifest.variants) & among
     if variant == "auto":
-        return next((name for name in auto_preference(provider) if name in available), REFERENCE)
+        fallback = REFERENCE if REFERENCE in available or among is None else next(iter(sorted(available)), REFERENCE)
+        return next((name for name in auto_preference(provider) if name in available), fallback)
     manifest.variant_file(variant)  # raises, naming the variants the bundle has
     spec = VARIANTS.get(variant)
     if spec is not None and not spec.runs_on_provider(provider):
@@ -82,17 +85,21 @@ class Classifier:
         threads: int | None = None,
         strict: bool = False,
         precision: str = "auto",
+        strings: bool = False,
     ) -> Classifier:
+        """`strings=True`: the variant's string-in graph (`export --with-tokenizer`), which tokenizes inside
+        onnxruntime (onnxruntime-extensions, the `strings` extra); `auto` picks among the variants that have one."""
         manifest = read_manifest(bundle_dir)
         short = resolve_provider(provider)
-        chosen = choose_variant(manifest, variant, short)
+        chosen = choose_variant(manifest, variant, short, set(manifest.string_files) if strings else None)
         # integrity: every file the session reads is checked against the manifest first
-        model_path = check_file(manifest, manifest.variant_file(chosen))
+        file = manifest.string_file(chosen) if strings else manifest.variant_file(chosen)
+        model_path = check_file(manifest, file)
         for name in check_external_data(model_path, set(manifest.files)):
             check_file(manifest, name)
         tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
         config = SessionConfig(provider=short, threads=threads, strict=strict, precision=precision)
-        engine = Engine(model_path, tokenizer, config)
+        engine = (StringEngine if strings else Engine)(model_path, tokenizer, config)
         engine.require_outputs(PROBABILITIES)
         classifier = cls(manifest, chosen, engine)
         classifier.predict(["warm-up"])

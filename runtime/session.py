@@ -27,6 +27,7 @@ class SessionConfig:
     threads: int | None = None
     strict: bool = False
     precision: str = "auto"  # OpenVINO only: fp32 | bf16 | auto
+    custom_ops_library: str | None = None  # e.g. onnxruntime-extensions' (the string-in graph)
 
 
 def physical_cores() -> int:
@@ -107,6 +108,8 @@ def create_session(model_path: Path, provider: str, config: SessionConfig) -> or
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    if config.custom_ops_library:
+        options.register_custom_ops_library(config.custom_ops_library)
     try:
         session = ort.InferenceSession(
             str(model_path), sess_options=options, providers=provider_spec(provider).session_providers(precision)

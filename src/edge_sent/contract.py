@@ -25,6 +25,7 @@ MANIFEST = "manifest.json"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 
+STRINGS_SUFFIX = "_strings.onnx"  # a variant's string-in graph (tokenizer inside, onnxruntime-extensions)
 PORTABLE_FILE = "model_portable.onnx"  # standard ONNX ops only (no ORT contrib fusions): TensorRT & co.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits", "probabilities")
@@ -53,6 +54,11 @@ class FileEntry:
         if not isinstance(data, dict):
             raise TypeError(f"a file entry must be an object, got {type(data).__name__}")
         return cls(str(data.get("sha256", "")), int(data.get("bytes", -1)))
+
+
+def strings_file_name(variant_file: str) -> str:
+    """`model_quantized.onnx` -> `model_quantized_strings.onnx`."""
+    return variant_file.removesuffix(".onnx") + STRINGS_SUFFIX
 
 
 def file_entry(path: Path) -> dict[str, Any]:
@@ -147,6 +153,21 @@ class Manifest:
     def files(self) -> dict[str, FileEntry]:
         return {name: FileEntry.from_json(entry) for name, entry in (self.data.get("files") or {}).items()}
 
+    @cached_property
+    def string_files(self) -> dict[str, str]:
+        """variant -> its string-in graph (`export --with-tokenizer`); empty when the bundle has none."""
+        graphs = (self.data.get("strings") or {}).get("graphs") or {}
+        return {name: str(entry["file"]) for name, entry in graphs.items()}
+
+    def string_file(self, variant: str) -> str:
+        try:
+            return self.string_files[variant]
+        except KeyError:
+            have = ", ".join(sorted(self.string_files)) or "none (export it with --with-tokenizer)"
+            raise BundleError(
+                f"bundle {self.root} has no string-in graph for variant {variant!r} (it has: {have})"
+            ) from None
+
     def variant_file(self, variant: str) -> str:
         try:
             return self.variants[variant].file
@@ -177,7 +198,7 @@ def parse_manifest(root: Path, data: Any, where: Path) -> Manifest:
             raise BundleError(f"{where}: manifest lacks {key!r}")
     manifest = Manifest(root=root, data=data)
     try:
-        manifest.labels, manifest.max_length, manifest.variants, manifest.files  # noqa: B018 - validate every record
+        manifest.labels, manifest.max_length, manifest.variants, manifest.files, manifest.string_files  # noqa: B018 - validate every record
     except (TypeError, ValueError, KeyError) as exc:
         raise BundleError(f"{where}: malformed manifest ({exc})") from None
     return manifest

@@ -147,6 +147,28 @@ def export_cmd(
             "and int8-static on the OpenVINO provider there. Default: $EDGE_SENT_OPENVINO_PYTHON."
         ),
     ] = None,
+    with_tokenizer: Annotated[
+        bool,
+        typer.Option(
+            "--with-tokenizer",
+            help="Also write string-in graphs (text in, label out: the tokenizer inside, onnxruntime-extensions), "
+            "each checked against tokenizer.json and its token-id graph.",
+        ),
+    ] = False,
+    tokenizer_variants: Annotated[
+        list[str] | None,
+        typer.Option(help="Variants to wrap with the tokenizer (default: fp32, and int8 when built)."),
+    ] = None,
+    tokenizer_check: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Texts (--text-column) whose token ids must match tokenizer.json (repeatable; default: the run's "
+            "training and dev data)."
+        ),
+    ] = None,
+    tokenizer_tolerance: Annotated[
+        float, typer.Option(help="Share of --tokenizer-check texts allowed to differ (default 0: any refuses).")
+    ] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Fuse encoder + head into ONE ONNX graph, add quantized variants, verify each, write a bundle."""
@@ -170,13 +192,19 @@ def export_cmd(
         refit_head=split_choices(refit_head),
         refit_data=refit_data,
         openvino_python=openvino_python,
+        with_tokenizer=with_tokenizer,
+        tokenizer_variants=split_choices(tokenizer_variants),
+        tokenizer_check=tuple(tokenizer_check or ()),
+        tokenizer_tolerance=tokenizer_tolerance,
     )
     manifest = export_bundle(config)
     if json_out:
         print_json(manifest)
         return
-    from edge_sent.cli.runtime_cmds import manifest_table
+    from edge_sent.cli.runtime_cmds import manifest_table, strings_summary
 
     console.print(manifest_table(manifest, out))
+    for line in strings_summary(manifest):
+        console.print(line)
     if manifest["encoder"].get("random_weights"):
         console.print(RANDOM_NOTE.format(spec=manifest["encoder"]["spec"]), style="yellow")

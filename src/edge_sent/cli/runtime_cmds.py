@@ -63,6 +63,42 @@ def manifest_table(manifest: dict, root: Path) -> Table:
     return table
 
 
+def strings_check(manifest: dict) -> dict:
+    """The export's token-id check of the string-in graphs: mismatches per text set, with their classes."""
+    check = (manifest.get("strings") or {}).get("token_check") or {}
+    keys = ("n_texts", "mismatches", "mismatch_rate", "classes")
+    out = {name: {k: check[name].get(k) for k in keys} for name in ("corpus", "adversarial") if name in check}
+    if "code_points" in check:
+        out["code_points"] = {k: check["code_points"].get(k) for k in ("n", "mismatches", "classes")}
+    return out
+
+
+def strings_summary(manifest: dict) -> list[str]:
+    """Readable lines on the string-in graphs (none when the bundle has none)."""
+    record = manifest.get("strings")
+    if not record:
+        return []
+    graphs = ", ".join(f"{name} → {g['file']}" for name, g in (record.get("graphs") or {}).items())
+    lines = [
+        f"string-in graphs (text in, label out; onnxruntime-extensions {record.get('onnxruntime_extensions')}): "
+        f"{graphs}"
+    ]
+    check = strings_check(manifest)
+    for name in ("corpus", "adversarial"):
+        if name in check:
+            c = check[name]
+            classes = "; ".join(f"{k}: {v}" for k, v in (c["classes"] or {}).items())
+            lines.append(
+                f"  token ids vs tokenizer.json, {name}: {c['mismatches']} of {c['n_texts']} texts differ "
+                f"({c['mismatch_rate']:.2%}){' — ' + classes if classes else ''}"
+            )
+    if "code_points" in check:
+        c = check["code_points"]
+        classes = "; ".join(f"{k}: {v}" for k, v in (c["classes"] or {}).items())
+        lines.append(f"  every code point: {c['mismatches']} of {c['n']} differ{' — ' + classes if classes else ''}")
+    return lines
+
+
 def _texts(texts: list[str] | None, file: Path | None, text_column: str, fmt: str | None) -> tuple[list[str], int]:
     from edge_sent.readers import read_records
 
@@ -96,6 +132,14 @@ def predict_cmd(
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
     batch_size: Annotated[int, typer.Option(help="Texts per batch (sorted by length, padded per batch).")] = 32,
+    strings: Annotated[
+        bool,
+        typer.Option(
+            "--strings",
+            help="Run the variant's string-in graph (export --with-tokenizer): tokenized inside onnxruntime by "
+            "onnxruntime-extensions (pip install 'edge-sent[strings]').",
+        ),
+    ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="JSON lines: text, label, probabilities, truncated.")
     ] = False,
@@ -104,14 +148,19 @@ def predict_cmd(
     from edge_sent.runtime import Classifier
 
     items, skipped = _texts(texts, file, text_column, fmt)
-    clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads, precision=precision)
+    clf = Classifier.load(
+        bundle, variant=variant, provider=provider, threads=threads, precision=precision, strings=strings
+    )
     results = clf.predict(items, batch_size=batch_size)
     truncated = sum(r.truncated for r in results)
     if json_out:
         for text, r in zip(items, results, strict=True):
             sys.stdout.write(json.dumps({"text": text} | r.as_dict(), ensure_ascii=False) + "\n")
     else:
-        table = Table(title=f"{len(items)} text(s) · variant {clf.variant} · {clf.providers[0]}", title_justify="left")
+        graph = " (string-in graph)" if strings else ""
+        table = Table(
+            title=f"{len(items)} text(s) · variant {clf.variant}{graph} · {clf.providers[0]}", title_justify="left"
+        )
         table.add_column("text", overflow="ellipsis", max_width=60, no_wrap=True)
         table.add_column("label")
         table.add_column("p", justify="right")
@@ -199,6 +248,8 @@ def info_cmd(
         print_json(manifest.data)
         return
     console.print(manifest_table(manifest.data, bundle))
+    for line in strings_summary(manifest.data):
+        console.print(line)
     console.print(
         f"format {manifest.data['format']} v{manifest.data['format_version']}, "
         f"edge-sent {manifest.data.get('edge_sent_version')}, created {manifest.data.get('created')}"
@@ -215,7 +266,10 @@ def verify_cmd(
     problems = verify_bundle(bundle)
     unlisted = sorted(p.name for p in Path(bundle).iterdir() if p.name != MANIFEST and p.name not in manifest.files)
     if json_out:
-        print_json({"ok": not problems, "problems": problems, "files": len(manifest.files), "unlisted": unlisted})
+        print_json(
+            {"ok": not problems, "problems": problems, "files": len(manifest.files), "unlisted": unlisted}
+            | ({"strings": strings_check(manifest.data)} if "strings" in manifest.data else {})
+        )
     if problems:
         if not json_out:
             for problem in problems:
@@ -223,5 +277,7 @@ def verify_cmd(
         raise typer.Exit(1)
     if not json_out:
         console.print(f"ok: {len(manifest.files)} files match the manifest of {bundle}")
+        for line in strings_summary(manifest.data):
+            console.print(line)
         if unlisted:
             err_console.print(f"note: files not in the manifest (ignored): {', '.join(unlisted)}")
