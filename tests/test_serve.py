@@ -162,11 +162,13 @@ def test_plan_batch_takes_the_oldest_then_the_cheapest_neighbours():
     assert plan_batch([], 4, 100) == []
     # the oldest is never starved by many short newcomers
     assert 0 in plan_batch([100] + [5] * 40, max_size=8, max_tokens=10_000)
-    # a text joins only if the padding it adds is at most its own length
+    # a text joins only if the padding it adds is at most a quarter of its own length (MAX_PADDING_SHARE)
     assert plan_batch([100, 10], max_size=8, max_tokens=10_000) == [0]
-    assert plan_batch([100, 60], max_size=8, max_tokens=10_000) == [1, 0]
-    assert plan_batch([10, 30], max_size=8, max_tokens=10_000) == [0, 1]
-    assert plan_batch([10, 10, 10, 40], max_size=8, max_tokens=10_000) == [0, 1, 2]  # 3 × 30 padding > 40
+    assert plan_batch([100, 80], max_size=8, max_tokens=10_000) == [1, 0]  # 20 padding ≤ 80 / 4
+    assert plan_batch([100, 79], max_size=8, max_tokens=10_000) == [0]  # 21 > 79 / 4
+    assert plan_batch([12, 15], max_size=8, max_tokens=10_000) == [0, 1]  # 3 ≤ 15 / 4
+    assert plan_batch([12, 16, 20], max_size=8, max_tokens=10_000) == [0, 1]  # 20 pads both rows: 2 × 4 > 20 / 4
+    assert plan_batch([10, 10, 10, 40], max_size=8, max_tokens=10_000) == [0, 1, 2]  # 3 × 30 padding > 40 / 4
     # ties in added padding go to the older text
     assert sorted(plan_batch([10, 10, 10, 10], max_size=2, max_tokens=100)) == [0, 1]
 

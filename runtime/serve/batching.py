@@ -3,7 +3,8 @@
 * Texts are queued already tokenized (`submit`); a request with several texts queues each of them.
 * The worker takes the OLDEST queued text, then adds its neighbours in length order (the one that adds the
   least padding first) while the batch stays within `max_batch_size` texts and `max_batch_tokens` padded
-  tokens (rows × longest row): batches are length-sorted, and no text waits behind ever-newer short ones.
+  tokens (rows × longest row), and while the padding a text adds stays within MAX_PADDING_SHARE of its own
+  length: batches are length-sorted, and no text waits behind ever-newer short ones.
 * A lone text runs at once. `max_wait_ms` only applies when more than one text is queued and the next batch
   is not full yet: the worker then waits for more until the oldest text has waited that long.
 * A batch runs in a one-thread executor (onnxruntime releases the GIL), so the event loop keeps accepting,
@@ -28,6 +29,12 @@ from edge_sent.runtime.engine import Engine
 from edge_sent.runtime.serve.config import BatchSettings
 from edge_sent.runtime.serve.metrics import ServeMetrics
 from edge_sent.tokenization import Encoded
+
+# On CPU a padded batch of n texts costs nearly n runs of its longest text, so batching buys little and padding
+# costs in full: a text joins a batch only if the padding it adds is at most this share of its own length (the
+# offline `Classifier.predict` sorts ALL its texts by length and pads ~4%; the queue holds only the texts of
+# the current clients, and with a share of 1 their batches padded ~17% at 32 clients).
+MAX_PADDING_SHARE = 0.25
 
 
 class QueueFull(Exception):
@@ -61,7 +68,7 @@ def plan_batch(lengths: Sequence[int], max_size: int, max_tokens: int) -> list[i
 
     Always holds position 0 (the oldest text); grows a window around it in length order, taking whichever
     neighbour adds less padding (the older one on a tie), while rows ≤ max_size, rows × longest ≤ max_tokens,
-    and the padding a text adds is at most its own length.
+    and the padding a text adds is at most MAX_PADDING_SHARE of its own length.
     """
     if not lengths:
         return []
@@ -78,9 +85,9 @@ def plan_batch(lengths: Sequence[int], max_size: int, max_tokens: int) -> list[i
         if hi < len(order) and (rows + 1) * lengths[order[hi]] <= max_tokens:
             longer = order[hi]
             options.append((rows * (lengths[longer] - width), longer, +1))
-        # a text joins only if the padding it adds is at most its own length: padded tokens cost as much as
-        # real ones, so a text that would mostly add padding runs in the next batch, with texts of its length
-        options = [option for option in options if option[0] <= lengths[option[1]]]
+        # padded tokens cost as much as real ones: a text that would add much padding runs in a later batch,
+        # with texts of its length
+        options = [option for option in options if option[0] <= MAX_PADDING_SHARE * lengths[option[1]]]
         if not options:
             break
         if min(options)[2] < 0:
