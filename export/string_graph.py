@@ -1,24 +1,22 @@
 """The string-in graph: the bundle's own tokenizer as onnxruntime-extensions operators, in front of a variant's graph.
 
 Input `text` (string, `[batch]`); outputs `logits`, `probabilities`, `label_ids`, `label` (the label names) and
-`truncated`. The tokenizer is onnxruntime-extensions' `BertTokenizer` operator (vocabulary, [CLS]/[SEP], WordPiece)
-behind a few `StringRegexReplace` (re2) steps that make it follow `tokenizer.json` exactly where the operator's
-own character tables differ from the `tokenizers` library's. Those steps are generated from the bundle's
-`tokenizer.json` itself: every Unicode code point is put through its normalizer and pre-tokenizer
-(`char_classes`), and through the bare operator (`probe_dropped`):
+`truncated`. Tokenization in the graph, with no loop over the batch:
 
-1. literal special tokens in the text (`[CLS]`, `[SEP]`, ...: `tokenizers` matches them before normalizing) become
-   private markers (noncharacters U+FDD0...) that the vocabulary given to the operator spells that way;
-2. characters `tokenizers` removes (control, format, private use, U+FFFD) are removed;
-3. characters the operator drops but `tokenizers` keeps become an unknown-character placeholder (-> [UNK]);
-4. whitespace `tokenizers` knows and the operator does not (U+1680, U+2028, U+2029) becomes a space;
-5. Chinese characters and every Unicode punctuation character are surrounded by spaces (the operator's own tables
-   miss full-width punctuation such as `，！？（）`).
+1. `StringRegexReplace` (re2) steps generated from the bundle's `tokenizer.json` itself (`char_classes` puts every
+   Unicode code point through its normalizer and pre-tokenizer): literal special tokens (`[CLS]`, `[SEP]`, ...:
+   `tokenizers` matches them in the raw text) become private markers (noncharacters U+FDD0...) that the vocabulary
+   given to the operators spells that way; characters `tokenizers` removes (control, format, private use, U+FFFD)
+   are removed; its whitespace becomes a space; Chinese characters and punctuation get spaces around them;
+2. `StringLower` for an uncased tokenizer (its table covers ASCII, Latin-1, basic Greek and Cyrillic; accents are
+   not stripped: the export's code-point scan names where this differs);
+3. `StringSplit` on spaces into words, `WordpieceTokenizer` into pieces, `LabelEncoder` (ai.onnx.ml) into ids; a
+   word with an unknown piece becomes one [UNK], as in `tokenizers` (the operator keeps the pieces before it);
+4. standard operators scatter the ids into rows: [CLS], at most max length - 2 tokens, [SEP], padding to the batch's
+   longest text; `truncated` says which texts were cut.
 
-Each text is tokenized in full (an ONNX `Loop` over the batch), cut to max length keeping the final [SEP] (the
-`truncated` output says which were cut), padded to the batch's longest text. Lower-casing and accent stripping
-stay the operator's (its tables cover ASCII, Latin-1 and basic Cyrillic/Greek): for an uncased tokenizer the
-export's code-point scan names the characters where it differs.
+onnxruntime-extensions' BertTokenizer operator was not used: its WordPiece keeps the pieces before an unknown one,
+its character tables miss full-width punctuation (，！？（）) and it takes one text (or a pair) per call.
 """
 
 from __future__ import annotations

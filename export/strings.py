@@ -8,6 +8,7 @@ each chosen variant and checks it gives exactly what the token-id graph gives un
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -97,10 +98,11 @@ def _token_check(job: Prepared, prepared: sc.Prepared, strings: StringsPlan, say
     }
     rate = float(corpus_record["mismatch_rate"])
     if rate > strings.tolerance:
-        named = "; ".join(f"{n} text(s): {c}" for c, n in corpus.classes.items())
+        named = "; ".join(f"{c}: {n} text(s)" for c, n in corpus.classes.items())
+        accept = math.ceil(rate * 1000) / 1000
         raise EdgeSentError(
             f"the in-graph tokenizer differs from tokenizer.json on {len(corpus.mismatched)} of {corpus.n_texts} "
-            f"corpus texts ({named}): export refused (--tokenizer-tolerance {rate:.2g} accepts it)"
+            f"corpus texts ({named}): export refused (--tokenizer-tolerance {accept:g} accepts it)"
         )
     return record
 
