@@ -79,3 +79,13 @@ def hf_config(encoder_config: dict, labels: list[str], max_length: int, pooling:
         problem_type="single_label_classification",
     )
     return {k: v for k, v in config.items() if v is not None}
+
+
+def tokenizer_config(encoder_tokenizer_config: dict, model_type: str | None, max_length: int) -> dict:
+    """The bundle's `tokenizer_config.json`, which transformers.js needs beside `tokenizer.json`: the encoder's
+    own (when it has one) with `model_max_length` set to the bundle's max length, so a JavaScript or Hugging Face
+    tokenizer truncates where the bundle's runtime does."""
+    config = {k: v for k, v in encoder_tokenizer_config.items() if k != "model_max_length"}
+    if "tokenizer_class" not in config and model_type == "bert":
+        config["tokenizer_class"] = "BertTokenizer"
+    return config | {"model_max_length": max_length}

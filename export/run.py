@@ -7,6 +7,7 @@ OpenVINO targets there; write config, tokenizer and manifest; rename the staging
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,13 +25,14 @@ from edge_sent.contract import (
     FORMAT_VERSION,
     PORTABLE_FILE,
     TOKENIZER,
+    TOKENIZER_CONFIG,
     VARIANT_FILES,
     write_json,
     write_manifest,
 )
 from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, refit, runners, strings, verify
-from edge_sent.export.bundle import hf_config, staging_dir
+from edge_sent.export.bundle import hf_config, staging_dir, tokenizer_config
 from edge_sent.export.prepare import ExportConfig, Prepared, prepare
 from edge_sent.export.variants import BUILDERS, BuildInputs
 from edge_sent.progress import stderr
@@ -190,11 +192,23 @@ def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
     }
 
 
+def _encoder_tokenizer_config(job: Prepared) -> dict:
+    """The encoder's `tokenizer_config.json` beside its `tokenizer.json` ({} when it has none or it is unreadable)."""
+    path = job.encoder.tokenizer_file.parent / TOKENIZER_CONFIG
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_bundle(job: Prepared, tmp: Path, variants: dict[str, dict], extra: dict | None = None) -> dict:
     """Tokenizer, Hugging Face config and the manifest (last: it hashes every other file)."""
     if not job.config.portable:
         (tmp / PORTABLE_FILE).unlink()
     shutil.copyfile(job.encoder.tokenizer_file, tmp / TOKENIZER)
+    model_type = job.encoder.config.get("model_type")
+    write_json(tmp / TOKENIZER_CONFIG, tokenizer_config(_encoder_tokenizer_config(job), model_type, job.max_length))
     labels = list(job.meta.labels)
     write_json(tmp / CONFIG, hf_config(job.encoder.config, labels, job.max_length, job.meta.pooling))
     manifest = manifest_record(job, variants) | (extra or {})

@@ -5,7 +5,6 @@
 //
 // The first text is typed key by key; the others are pasted (set as the value) to keep 200 texts quick.
 // Every one is classified by clicking the button, and read back from the page's result element.
-import { readFileSync } from "node:fs";
 import puppeteer from "puppeteer-core";
 
 const [url, executablePath, screenshot] = process.argv.slice(2);
@@ -13,7 +12,10 @@ if (!url || !executablePath) {
   process.stderr.write("error: usage: node browser.mjs URL CHROMIUM_PATH [SCREENSHOT.png] < texts\n");
   process.exit(2);
 }
-const texts = readFileSync(0, "utf8")
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk); // not readFileSync(0): EAGAIN on a non-blocking pipe
+const texts = Buffer.concat(chunks)
+  .toString("utf8")
   .split("\n")
   .map((line) => line.replace(/\r$/, ""))
   .filter((line) => line.trim() !== "");
@@ -28,7 +30,7 @@ try {
   const page = await browser.newPage();
   page.on("console", (msg) => report.console.push(`${msg.type()}: ${msg.text()}`));
   page.on("pageerror", (err) => report.console.push(`pageerror: ${err.message}`));
-  await page.setViewport({ width: 760, height: 560 });
+  await page.setViewport({ width: 760, height: 440 });
   await page.goto(url, { waitUntil: "domcontentloaded" });
   // the page may reload itself once per fallback graph: poll across navigations
   const deadline = Date.now() + 120000;

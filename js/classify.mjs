@@ -38,7 +38,10 @@ try {
 }
 const loadMs = performance.now() - started;
 
-const texts = readFileSync(0, "utf8")
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk); // not readFileSync(0): EAGAIN on a non-blocking pipe
+const texts = Buffer.concat(chunks)
+  .toString("utf8")
   .split("\n")
   .map((line) => line.replace(/\r$/, ""))
   .filter((line) => line.trim() !== "");

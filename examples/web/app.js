@@ -85,7 +85,9 @@ try {
   document.body.dataset.modelFile = file;
   document.body.dataset.fallback = failed ?? "";
   const note = failed ? ` (fallback: ${failed})` : "";
-  $("status").textContent = `${file} loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s, runs in this page (WebAssembly)${note}`;
+  const manifest = await fetch(`${bundle}/manifest.json`).then((r) => (r.ok ? r.json() : {}), () => ({}));
+  const random = manifest.encoder?.random_weights ? " Encoder with RANDOM weights: the answers mean nothing." : "";
+  $("status").textContent = `${file} loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s, runs in this page (WebAssembly)${note}.${random}`;
   document.body.dataset.ready = "true";
   $("go").disabled = false;
   $("go").addEventListener("click", classify);

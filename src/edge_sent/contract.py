@@ -24,6 +24,7 @@ MIN_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"  # for transformers.js / AutoTokenizer: class and max length
 
 STRINGS_SUFFIX = "_strings.onnx"  # a variant's string-in graph (tokenizer inside, onnxruntime-extensions)
 PORTABLE_FILE = "model_portable.onnx"  # standard ONNX ops only (no ORT contrib fusions): TensorRT & co.
