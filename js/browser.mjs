@@ -42,6 +42,7 @@ try {
   }
   if (state.error) throw new Error(`the page failed: ${state.error}`);
   report.first_answer_ms = Number(state.firstAnswerMs);
+  report.load_ms = Number(state.loadMs); // the page's loadBundle: model fetch + session creation
   report.model_file = state.modelFile;
   report.fallback = state.fallback;
   report.cross_origin_isolated = await page.evaluate(() => globalThis.crossOriginIsolated === true);

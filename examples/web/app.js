@@ -81,6 +81,7 @@ try {
     location.replace(url);
     throw new Error(`falling back to ${next}`);
   }
+  document.body.dataset.loadMs = String(performance.now() - t0);
   const file = classifier.file;
   document.body.dataset.modelFile = file;
   document.body.dataset.fallback = failed ?? "";
