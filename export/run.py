@@ -75,7 +75,12 @@ def build_fp32(job: Prepared, tmp: Path) -> dict:
     graph.export_raw(job.model, raw)
     _checkpoint("traced")
     counts = graph.fuse(raw, tmp / VARIANT_FILES[REFERENCE], job.geometry, cls_only=job.cls_only)
-    return {"file": VARIANT_FILES[REFERENCE], "ops": counts, "last_layer_cls_only": job.cls_only}
+    return {
+        "file": VARIANT_FILES[REFERENCE],
+        "ops": counts,
+        "last_layer_cls_only": job.cls_only,
+        "batch_independent": VARIANTS[REFERENCE].batch_independent,
+    }
 
 
 def gate_fp32(job: Prepared, tmp: Path, entry: dict) -> Reference:
@@ -109,6 +114,7 @@ def build_variant(job: Prepared, tmp: Path, name: str) -> dict:
         "file": target.name,
         "build_s": round(time.perf_counter() - started, 2),
         "ops": graph.op_counts(onnx.load(str(target), load_external_data=False)),
+        "batch_independent": VARIANTS[name].batch_independent,  # False: a text's answer moves with its batch
     }
     if VARIANTS[name].needs_calibration:
         entry["calibration"] = {"source": str(job.calibration_source), "n_texts": len(job.calibration)}

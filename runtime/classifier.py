@@ -19,11 +19,12 @@ import numpy as np
 from edge_sent.contract import TOKENIZER, Manifest, check_file, read_manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.external_data import check_external_data
+from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, PROBABILITIES, Engine
 from edge_sent.runtime.session import SessionConfig, resolve_provider
 from edge_sent.runtime.strings import StringEngine
 from edge_sent.tokenization import Tokenizer
-from edge_sent.variants import REFERENCE, VARIANTS, auto_preference
+from edge_sent.variants import REFERENCE, VARIANTS
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,19 @@ class Prediction:
         }
 
 
-def choose_variant(manifest: Manifest, variant: str, provider: str, among: set[str] | None = None) -> str:
-    """`auto`: the variant table's preference for the provider (int8 on CPU, fp16 on CUDA/TensorRT) when the
-    bundle has it (and it is `among` the given ones), else fp32. A named variant must be in the bundle and run on
-    the provider."""
-    available = set(manifest.variants) if among is None else set(manifest.variants) & among
+def choose_variant(
+    manifest: Manifest,
+    variant: str,
+    provider: str,
+    among: set[str] | None = None,
+    min_agreement: float = MIN_AGREEMENT,
+) -> str:
+    """`auto`: the fastest variant for the provider whose recorded agreement with fp32 is at least
+    `min_agreement`, else the faithful float path (`edge_sent.fidelity`); only among the given variants when
+    `among` is set. A named variant must be in the bundle and run on the provider."""
     if variant == "auto":
-        fallback = REFERENCE if REFERENCE in available or among is None else next(iter(sorted(available)), REFERENCE)
-        return next((name for name in auto_preference(provider) if name in available), fallback)
+        return auto_choice(manifest, provider, min_agreement, among).variant
+    available = set(manifest.variants) if among is None else set(manifest.variants) & among
     manifest.variant_file(variant)  # raises, naming the variants the bundle has
     spec = VARIANTS.get(variant)
     if spec is not None and not spec.runs_on_provider(provider):
@@ -86,12 +92,15 @@ class Classifier:
         strict: bool = False,
         precision: str = "auto",
         strings: bool = False,
+        min_agreement: float = MIN_AGREEMENT,
     ) -> Classifier:
         """`strings=True`: the variant's string-in graph (`export --with-tokenizer`), which tokenizes inside
-        onnxruntime (onnxruntime-extensions, the `strings` extra); `auto` picks among the variants that have one."""
+        onnxruntime (onnxruntime-extensions, the `strings` extra); `auto` picks among the variants that have one.
+        `min_agreement`: the label agreement with fp32 that `auto` requires of a quantized variant."""
         manifest = read_manifest(bundle_dir)
         short = resolve_provider(provider)
-        chosen = choose_variant(manifest, variant, short, set(manifest.string_files) if strings else None)
+        among = set(manifest.string_files) if strings else None
+        chosen = choose_variant(manifest, variant, short, among, min_agreement)
         # integrity: every file the session reads is checked against the manifest first
         file = manifest.string_file(chosen) if strings else manifest.variant_file(chosen)
         model_path = check_file(manifest, file)

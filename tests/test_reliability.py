@@ -29,7 +29,7 @@ def _mixed_texts(n: int, seed: int) -> list[str]:
 
 
 def test_eight_threads_share_one_classifier(tiny_bundle):
-    clf = Classifier.load(tiny_bundle)  # int8: the variant most sensitive to batch composition
+    clf = Classifier.load(tiny_bundle, variant="int8")  # the variant most sensitive to batch composition
     inputs = [_mixed_texts(2000, seed) for seed in range(8)]
     expected = [clf.predict(texts, batch_size=32) for texts in inputs]
     results: list = [None] * 8

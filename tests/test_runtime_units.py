@@ -174,11 +174,15 @@ def test_precision_reaches_the_openvino_options(monkeypatch: pytest.MonkeyPatch,
 
 def test_choose_variant_and_the_variant_table() -> None:
     def manifest(*names: str) -> Manifest:
-        return Manifest(root=Path("/b"), data={"variants": {n: {"file": f"{n}.onnx"} for n in names}})
+        faithful = {"label_agreement": 0.99, "max_abs_dprob": 0.01, "mean_abs_dprob": 0.001}
+        return Manifest(
+            root=Path("/b"), data={"variants": {n: {"file": f"{n}.onnx", "vs_fp32": faithful} for n in names}}
+        )
 
     full = manifest("fp32", "int8", "fp16")
     providers = ("cpu", "cuda", "tensorrt", "openvino")
     assert [choose_variant(full, "auto", p) for p in providers] == ["int8", "fp16", "fp16", "fp32"]
+    assert choose_variant(full, "auto", "cpu", min_agreement=0.995) == "fp32"  # 99% is below that floor
     assert [choose_variant(manifest("fp32"), "auto", p) for p in ("cpu", "cuda")] == ["fp32", "fp32"]
     assert choose_variant(full, "fp16", "tensorrt") == "fp16" and choose_variant(full, "int8", "cuda") == "int8"
     assert choose_variant(manifest("fp32", "custom"), "custom", "cpu") == "custom"  # not in the table: no rule
@@ -191,7 +195,7 @@ def test_choose_variant_and_the_variant_table() -> None:
         choose_variant(full, "int4", "cpu")
     with pytest.raises(BundleError, match=r"\(it has: none\)$"):
         choose_variant(manifest(), "fp32", "cpu")
-    assert variant_help() == "auto (cpu: int8, cuda/tensorrt: fp16; else fp32), fp32, int8, int8-static, fp16, int4."
+    assert variant_help().startswith("auto (the fastest with ≥ 98% recorded agreement with fp32 — cpu: int8; else")
     # file names are part of the bundle format: bundles already written must keep loading
     files = ["model.onnx", "model_quantized.onnx", "model_qdq.onnx", "model_fp16.onnx", "model_q4.onnx"]
     assert dict(zip(("fp32", "int8", "int8-static", "fp16", "int4"), files, strict=True)) == VARIANT_FILES
@@ -277,10 +281,12 @@ def _rows(path: Path | str, **kw: Any) -> list[tuple[int, str, str | None, str |
 
 
 def test_readers_edge_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = ("a.JSON", "a.ndjson", "a.csv", "a.tsv", "a.jsonl", "a.log")
-    assert [detect_format(p) for p in paths] == ["jsonl", "jsonl", "csv", "tsv", "jsonl", "txt"]
+    paths = ("a.JSON", "a.ndjson", "a.csv", "a.tsv", "a.jsonl", "a.log", "a.parquet", "a.PQ")
+    kinds = ["jsonl", "jsonl", "csv", "tsv", "jsonl", "txt", "parquet", "parquet"]
+    assert [detect_format(p) for p in paths] == kinds
     assert detect_format("a.txt", "csv") == "csv"
-    with pytest.raises(EdgeSentError, match=r"^unknown file format 'xml' \(choose from txt, tsv, csv, jsonl\)$"):
+    message = r"^unknown file format 'xml' \(choose from txt, tsv, csv, jsonl, parquet\)$"
+    with pytest.raises(EdgeSentError, match=message):
         detect_format("a.txt", "xml")
     path = tmp_path / "d.jsonl"
     path.write_text('\ufeff{"text_a": "x", "label": 1, "k": 7}\n\n{"text_a": "y", "label": " b ", "k": "z"}\n')

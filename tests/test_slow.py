@@ -35,7 +35,7 @@ def test_bert_base_fusion_counts_and_sizes(tmp_path_factory):
     )
     assert ratio_int8 <= 0.26 and ratio_int4 <= 0.16
     assert manifest["variants"]["int8"]["ops"]["QAttention"] == 12
-    clf = Classifier.load(tmp / "bundle")
+    clf = Classifier.load(tmp / "bundle", variant="int8")
     assert clf.variant == "int8" and len(clf.predict(["很好", "很差"])) == 2
 
 

@@ -21,10 +21,15 @@ class VariantSpec:
     runs_on: tuple[str, ...] | None = None  # provider short names; None = every provider
     needs_calibration: bool = False  # built from calibration texts (--calibration)
     openvino_precision: str | None = None  # the export measures it on OpenVINO at this precision (auto: bf16 if any)
-    auto_on: tuple[str, ...] = ()  # providers on which `auto` prefers it (first row wins)
+    auto_on: tuple[str, ...] = ()  # providers on which `auto` may take it, fastest first (fidelity permitting)
+    float_on: tuple[str, ...] = ()  # providers on which it is the faithful float path (else fp32)
     batch_independent: bool = True  # a text's answer does not depend on the other texts of its batch
     refused_reason: str = ""  # why it does not run on the other providers
     device: str = ""  # what `runs_on` means, for messages ("CUDA")
+
+    @property
+    def openvino_only(self) -> bool:
+        return self.runs_on == ("openvino",)
 
     @property
     def gpu_only(self) -> bool:
@@ -55,7 +60,7 @@ VARIANT_TABLE: tuple[VariantSpec, ...] = (
         "model_fp16.onnx",
         "float16 (CUDA)",
         runs_on=GPU_PROVIDERS,
-        auto_on=GPU_PROVIDERS,
+        float_on=GPU_PROVIDERS,
         refused_reason="fp16 on CPU is slower than fp32",
         device="CUDA",
     ),
@@ -68,11 +73,21 @@ VARIANT_FILES: dict[str, str] = {spec.name: spec.file for spec in VARIANT_TABLE}
 
 
 def auto_preference(provider: str) -> tuple[str, ...]:
-    """The variants `auto` prefers on a provider, best first (fp32 is the fallback everywhere)."""
+    """The quantized variants `auto` may take on a provider, fastest first, each only if its recorded
+    agreement with fp32 is high enough (`edge_sent.fidelity`)."""
     return tuple(spec.name for spec in VARIANT_TABLE if provider in spec.auto_on)
+
+
+def float_path(provider: str) -> tuple[str, ...]:
+    """The faithful float variant on a provider: fp16 on CUDA/TensorRT, fp32 everywhere (the fallback)."""
+    return (*(spec.name for spec in VARIANT_TABLE if provider in spec.float_on), REFERENCE)
 
 
 def variant_help() -> str:
     """Help text for `--variant`, generated from the table."""
     auto = ", ".join(f"{'/'.join(spec.auto_on)}: {spec.name}" for spec in VARIANT_TABLE if spec.auto_on)
-    return f"auto ({auto}; else fp32), {', '.join(VARIANTS)}."
+    floats = ", ".join(f"{'/'.join(spec.float_on)}: {spec.name}" for spec in VARIANT_TABLE if spec.float_on)
+    return (
+        f"auto (the fastest with ≥ 98% recorded agreement with fp32 — {auto}; else the float path — {floats}; "
+        f"else fp32), {', '.join(VARIANTS)}."
+    )

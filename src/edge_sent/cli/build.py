@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from edge_sent.cli.common import console, err_console, print_json, split_choices, user_errors
+from edge_sent.contract import MANIFEST, parse_manifest
 from edge_sent.errors import EdgeSentError
+from edge_sent.fidelity import below_floor
 from edge_sent.variants import QUANTIZE_CHOICES
 
 RANDOM_NOTE = (
@@ -198,6 +200,8 @@ def export_cmd(
         tokenizer_tolerance=tokenizer_tolerance,
     )
     manifest = export_bundle(config)
+    for warning in below_floor(parse_manifest(out, manifest, out / MANIFEST)):
+        err_console.print(warning, style="yellow")
     if json_out:
         print_json(manifest)
         return

@@ -14,7 +14,8 @@ from rich.table import Table
 from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
 from edge_sent.contract import MANIFEST, read_manifest, verify_bundle
 from edge_sent.errors import EdgeSentError
-from edge_sent.providers import PROVIDER_HELP
+from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
+from edge_sent.providers import PROVIDER_HELP, PROVIDERS
 from edge_sent.variants import variant_help
 
 VariantOpt = Annotated[str, typer.Option(help=variant_help())]
@@ -45,6 +46,7 @@ def manifest_table(manifest: dict, root: Path) -> Table:
         "agreement vs fp32",
         "max |Δprob|",
         "eval acc",
+        "batch-independent",
     ):
         table.add_column(col, justify="left" if col in ("variant", "file") else "right")
     files = manifest["files"]
@@ -59,6 +61,7 @@ def manifest_table(manifest: dict, root: Path) -> Table:
             f"{vs_fp32['label_agreement']:.1%}" if vs_fp32 else ("(reference)" if name == "fp32" else "-"),
             f"{vs_fp32['max_abs_dprob']:.3f}" if vs_fp32 else "-",
             f"{v['eval_accuracy']:.4f}" if "eval_accuracy" in v else "-",
+            {True: "yes", False: "no"}.get(v.get("batch_independent"), "?"),
         )
     return table
 
@@ -241,13 +244,22 @@ def eval_cmd(
 def info_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    min_agreement: Annotated[
+        float, typer.Option(help="Label agreement with fp32 that `auto` requires of a quantized variant.")
+    ] = MIN_AGREEMENT,
 ) -> None:
-    """The bundle's manifest, readable: encoder, labels, variants with sizes and verification figures."""
+    """The bundle's manifest, readable: encoder, labels, variants with sizes and verification figures, and
+    which variant `auto` takes on each provider, and why."""
     manifest = read_manifest(bundle)
+    choices = {p: auto_choice(manifest, p, min_agreement) for p in PROVIDERS}
     if json_out:
-        print_json(manifest.data)
+        print_json(
+            manifest.data | {"auto": {p: {"variant": c.variant, "reason": c.reason} for p, c in choices.items()}}
+        )
         return
     console.print(manifest_table(manifest.data, bundle))
+    for provider, choice in choices.items():
+        console.print(f"auto on {provider}: [bold]{choice.variant}[/bold] — {choice.reason}")
     for line in strings_summary(manifest.data):
         console.print(line)
     console.print(

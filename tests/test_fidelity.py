@@ -1,0 +1,107 @@
+"""`auto` chooses by recorded fidelity, says why, and its CPU choice answers a text the same in any batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_sent.contract import Manifest
+from edge_sent.fidelity import auto_choice, below_floor, recorded
+from edge_sent.runtime.classifier import Classifier
+from edge_sent.variants import VARIANTS
+
+from .conftest import run_cli
+
+
+def _agreement(value: float) -> dict:
+    return {"label_agreement": value, "max_abs_dprob": 0.1, "mean_abs_dprob": 0.01}
+
+
+def _manifest(**variants: dict) -> Manifest:
+    data = {name: {"file": f"{name}.onnx", **record} for name, record in variants.items()}
+    return Manifest(root=Path("/b"), data={"variants": data})
+
+
+def test_auto_takes_the_fastest_variant_at_or_above_the_floor_else_the_float_path() -> None:
+    faithful = _manifest(fp32={}, int8={"vs_fp32": _agreement(0.985)})
+    unfaithful = _manifest(fp32={}, int8={"vs_fp32": _agreement(0.975)})
+    assert auto_choice(faithful, "cpu").variant == "int8"
+    assert "98.5% on the verification texts" in auto_choice(faithful, "cpu").reason
+    choice = auto_choice(unfaithful, "cpu")
+    assert choice.variant == "fp32" and "int8: 97.5% agreement with fp32 < 98%" in choice.reason
+    assert auto_choice(unfaithful, "cpu", min_agreement=0.97).variant == "int8"
+    # the eval set (more texts) wins over the verification texts
+    both = _manifest(fp32={}, int8={"vs_fp32": _agreement(1.0), "eval_vs_fp32": _agreement(0.9)})
+    assert auto_choice(both, "cpu").variant == "fp32" and recorded(both.variants["int8"], "cpu").texts == "eval set"
+    # nothing measured (an old bundle, or the CPU could not run it): never taken by auto
+    assert auto_choice(_manifest(fp32={}, int8={}), "cpu").variant == "fp32"
+    assert "int8: no agreement measured on cpu" in auto_choice(_manifest(fp32={}, int8={}), "cpu").reason
+
+
+def test_float_path_on_cuda_and_openvino_measurements_count_only_on_openvino() -> None:
+    m = _manifest(fp32={}, fp16={}, int8={"vs_fp32": _agreement(0.99)})
+    assert auto_choice(m, "cuda").variant == "fp16"  # the float path there, measured or not
+    assert auto_choice(_manifest(fp32={}), "cuda").variant == "fp32"
+    targets = [s.name for s in VARIANTS.values() if s.openvino_precision and s.name != "fp32"]
+    name = targets[0]
+    cpu_only = _manifest(fp32={}, **{name: {"vs_fp32": _agreement(0.99)}})
+    assert recorded(cpu_only.variants[name], "openvino") is None  # the CPU's figure says nothing of OpenVINO
+    on_ov = _manifest(fp32={}, **{name: {"vs_fp32": _agreement(0.9), "openvino": {"vs_fp32": _agreement(0.99)}}})
+    assert recorded(on_ov.variants[name], "openvino").agreement == 0.99
+    assert recorded(on_ov.variants[name], "cpu").agreement == 0.9
+
+
+def test_export_warns_about_every_variant_below_the_floor() -> None:
+    m = _manifest(fp32={}, int8={"vs_fp32": _agreement(0.913)}, int4={"vs_fp32": _agreement(0.99)})
+    (warning,) = below_floor(m)
+    assert warning.startswith("warning: variant int8 agrees with fp32 on 91.3% of labels (verification texts")
+    assert "--variant int8" in warning
+    assert below_floor(m, min_agreement=0.9) == []
+
+
+def test_tiny_bundle_auto_falls_back_to_fp32_and_info_says_why(tiny_bundle: Path) -> None:
+    recorded_int8 = Manifest(root=tiny_bundle, data=json.loads((tiny_bundle / "manifest.json").read_text()))
+    agreement = recorded(recorded_int8.variants["int8"], "cpu").agreement
+    assert agreement < 0.98  # random weights: dynamic int8 is near chance here
+    assert recorded_int8.variants["int8"].record["batch_independent"] is False
+    assert recorded_int8.variants["fp32"].record["batch_independent"] is True
+    assert Classifier.load(tiny_bundle, provider="cpu").variant == "fp32"
+    assert Classifier.load(tiny_bundle, provider="cpu", min_agreement=0.0).variant == "int8"
+    proc = run_cli("info", str(tiny_bundle), "--json")
+    assert proc.returncode == 0, proc.stderr
+    auto = json.loads(proc.stdout)["auto"]
+    assert auto["cpu"]["variant"] == "fp32" and f"int8: {agreement:.1%} agreement" in auto["cpu"]["reason"]
+    text = run_cli("info", str(tiny_bundle), "--min-agreement", "0").stdout
+    assert "auto on cpu: int8" in text
+
+
+def _batch_spread(clf: Classifier, texts: list[str], long_texts: list[str]) -> float:
+    """Largest probability change of a text between running alone, in a batch of similar lengths, and in a
+    batch padded to much longer texts."""
+    alone = np.array([[clf.predict([t], batch_size=1)[0].probabilities[lab] for lab in clf.labels] for t in texts])
+    similar = np.array([[p.probabilities[lab] for lab in clf.labels] for p in clf.predict(texts, batch_size=16)])
+    mixed_preds = clf.engine.run_texts(texts + long_texts, 64, order=np.arange(len(texts) + len(long_texts)))
+    mixed = mixed_preds["probabilities"][: len(texts)]
+    return float(max(np.abs(similar - alone).max(), np.abs(mixed - alone).max()))
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[list[str], list[str]]:
+    from edge_sent.readers import read_records
+
+    texts = [r.text for r in read_records(Path("data/chnsenticorp/dev.tsv")) if r.text.strip()]
+    short = sorted(texts, key=len)[100:132]
+    return short, sorted(texts, key=len)[-16:]
+
+
+def test_auto_cpu_variant_answers_the_same_in_any_batch(tiny_bundle: Path, corpus) -> None:
+    short, long_texts = corpus
+    clf = Classifier.load(tiny_bundle, provider="cpu")
+    assert VARIANTS[clf.variant].batch_independent
+    assert _batch_spread(clf, short, long_texts) <= 1e-3
+    # the check can fail: per-tensor dynamic int8 moves with its batch (why auto does not take it unmeasured)
+    int8 = Classifier.load(tiny_bundle, variant="int8", provider="cpu")
+    assert not VARIANTS["int8"].batch_independent and _batch_spread(int8, short, long_texts) > 1e-3
