@@ -76,6 +76,10 @@ def test_tiny_bundle_auto_falls_back_to_fp32_and_info_says_why(tiny_bundle: Path
     assert auto["cpu"]["variant"] == "fp32" and f"int8: {agreement:.1%} agreement" in auto["cpu"]["reason"]
     text = run_cli("info", str(tiny_bundle), "--min-agreement", "0").stdout
     assert "auto on cpu: int8" in text
+    data = str(Path("data/chnsenticorp/dev.tsv"))
+    lowered = run_cli("eval", str(tiny_bundle), "--data", data, "--provider", "cpu", "--min-agreement", "0", "--json")
+    assert lowered.returncode == 0, lowered.stderr
+    assert json.loads(lowered.stdout)["variant"] == "int8"
 
 
 def _batch_spread(clf: Classifier, texts: list[str], long_texts: list[str]) -> float:

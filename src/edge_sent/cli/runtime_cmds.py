@@ -24,6 +24,12 @@ PrecisionOpt = Annotated[
     str, typer.Option(help="OpenVINO only: fp32, bf16, or auto (bf16 where the CPU has AVX-512 BF16 or AMX).")
 ]
 ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")]
+MinAgreementOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0, max=1.0, help="Label agreement with fp32 (recorded by the export) that --variant auto requires."
+    ),
+]
 
 
 def _mb(n: int) -> str:
@@ -134,6 +140,7 @@ def predict_cmd(
     provider: ProviderOpt = "auto",
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
+    min_agreement: MinAgreementOpt = MIN_AGREEMENT,
     batch_size: Annotated[int, typer.Option(help="Texts per batch (sorted by length, padded per batch).")] = 32,
     strings: Annotated[
         bool,
@@ -152,7 +159,13 @@ def predict_cmd(
 
     items, skipped = _texts(texts, file, text_column, fmt)
     clf = Classifier.load(
-        bundle, variant=variant, provider=provider, threads=threads, precision=precision, strings=strings
+        bundle,
+        variant=variant,
+        provider=provider,
+        threads=threads,
+        precision=precision,
+        strings=strings,
+        min_agreement=min_agreement,
     )
     results = clf.predict(items, batch_size=batch_size)
     truncated = sum(r.truncated for r in results)
@@ -187,6 +200,7 @@ def eval_cmd(
     provider: ProviderOpt = "auto",
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
+    min_agreement: MinAgreementOpt = MIN_AGREEMENT,
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -198,7 +212,9 @@ def eval_cmd(
     from edge_sent.runtime import Classifier
 
     dataset = load_labeled(data, DataConfig(text_field=text_column, label_field=label_column))
-    clf = Classifier.load(bundle, variant=variant, provider=provider, threads=threads, precision=precision)
+    clf = Classifier.load(
+        bundle, variant=variant, provider=provider, threads=threads, precision=precision, min_agreement=min_agreement
+    )
     # labels by name; else as the training data wrote them (bundles since 0.1 record them); else by their
     # position as an id ("0", "1", ... as in ChnSentiCorp). A real name always keeps its own position.
     positions = [str(i) for i in range(len(clf.labels))]
@@ -244,9 +260,7 @@ def eval_cmd(
 def info_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
-    min_agreement: Annotated[
-        float, typer.Option(help="Label agreement with fp32 that `auto` requires of a quantized variant.")
-    ] = MIN_AGREEMENT,
+    min_agreement: MinAgreementOpt = MIN_AGREEMENT,
 ) -> None:
     """The bundle's manifest, readable: encoder, labels, variants with sizes and verification figures, and
     which variant `auto` takes on each provider, and why."""
