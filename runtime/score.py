@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sent.errors import EdgeSentError
-from edge_sent.readers import Record, read_records
+from edge_sent.readers import Fields, Record, detect_format, open_parquet, read_records
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
 
@@ -32,7 +32,7 @@ class ScoreConfig:
     inputs: tuple[Path, ...]
     out: Path
     text_column: str = "text_a"
-    id_column: str | None = None  # None: a row's id is FILE:LINE
+    id_column: str | None = None  # None: a row's id is FILE:LINE (Parquet: FILE:ROW, rows counted from 0)
     fmt: str | None = None
     shard_size: int = 10_000
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -148,6 +148,8 @@ def check_job(config: ScoreConfig, classifier: Classifier) -> None:
     for path in config.inputs:
         if not Path(path).is_file():
             raise EdgeSentError(f"{path}: file not found")
+        if detect_format(path, config.fmt) == "parquet":  # pyarrow there, columns right: before any file is written
+            open_parquet(path, Fields(config.text_column, None, config.id_column)).close()
     claim_directory(config, job_record(config, classifier))
 
 

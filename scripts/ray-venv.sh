@@ -7,5 +7,5 @@ venv="${1:-.venv-ray}"
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q -e ".[ray]"
+"$venv/bin/pip" install -q -e ".[ray,parquet]"
 "$venv/bin/python" -c "import ray, edge_sent.runtime; print(f'Ray venv ready: ray {ray.__version__}')"

@@ -53,6 +53,25 @@ def test_shards_hold_every_row_once_with_the_classifiers_answers(fp32, tmp_path)
     assert (again.rows, again.shards_skipped, again.resumed_rows) == (0, 5, ROWS)
 
 
+def test_a_shard_is_tokenized_in_chunks(fp32, tmp_path, monkeypatch):
+    """Memory over large inputs: a 10,000-row shard tokenized in one call held ~75 MB of the tokenizer's native
+    objects at once and fragmented the heap shard after shard; the calls stay at ENCODE_CHUNK texts."""
+    from edge_sent.tokenization import ENCODE_CHUNK
+
+    real = fp32.engine.tokenizer.tokenizer
+    calls: list[int] = []
+
+    class Counting:
+        def encode_batch(self, texts, **kw):
+            calls.append(len(texts))
+            return real.encode_batch(texts, **kw)
+
+    monkeypatch.setattr(fp32.engine.tokenizer, "tokenizer", Counting())
+    stats = score(fp32, ScoreConfig(inputs=(DATA / "dev.tsv",), out=tmp_path / "o", shard_size=ROWS))
+    assert stats.rows == ROWS and sum(calls) == ROWS
+    assert max(calls) == ENCODE_CHUNK < ROWS
+
+
 def test_ids_from_a_column_several_inputs_empty_and_bad_rows(fp32, tmp_path):
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text(

@@ -15,13 +15,18 @@ from edge_sent.cli.runtime_cmds import PrecisionOpt, ProviderOpt, ThreadsOpt, Va
 @user_errors
 def score_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `edge-sent export`.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Input files: txt (a text a line), tsv, csv or jsonl.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Input files: txt (a text a line), tsv, csv, jsonl or parquet (the parquet extra)."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output directory: job.json and part-III-SSSSSS.jsonl shards.")],
-    text_column: Annotated[str, typer.Option(help="Text column (tsv/csv) or key (jsonl).")] = "text_a",
+    text_column: Annotated[str, typer.Option(help="Text column (tsv/csv/parquet) or key (jsonl).")] = "text_a",
     id_column: Annotated[
-        str | None, typer.Option(help="Column/key holding each row's id (default: FILE:LINE).")
+        str | None, typer.Option(help="Column/key holding each row's id (default: FILE:LINE, Parquet FILE:ROW from 0).")
     ] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="Force the input format: txt, tsv, csv, jsonl.")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Force the input format: txt, tsv, csv, jsonl, parquet.")
+    ] = None,
     shard_size: Annotated[int, typer.Option(help="Rows per output shard (a shard is the unit of resume).")] = 10_000,
     batch_size: Annotated[int, typer.Option(help="Texts per batch (sorted by length within a shard).")] = 32,
     skip_bad_rows: Annotated[
