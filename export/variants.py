@@ -42,15 +42,27 @@ def _fp16(src: BuildInputs, out: Path) -> None:
     quantize.convert_fp16(src.fused, out)
 
 
-def _int4(src: BuildInputs, out: Path) -> None:
-    mha = out.parent / "fused_mha.onnx"  # Q/K/V as separate MatMuls, so MatMulNBits takes them all
-    try:
-        graph.fuse(src.raw, mha, src.geometry, mha=True, cls_only=src.cls_only)
-        quantize.quantize_int4(mha, out)
-    finally:
-        mha.unlink(missing_ok=True)
+def _on_mha_graph(quantizer: Callable[[Path, Path], None]) -> Builder:
+    """A MatMulNBits recipe, on the fused graph with MultiHeadAttention (Q/K/V as separate MatMuls, so
+    MatMulNBits takes them all)."""
+
+    def build(src: BuildInputs, out: Path) -> None:
+        mha = out.parent / "fused_mha.onnx"
+        try:
+            graph.fuse(src.raw, mha, src.geometry, mha=True, cls_only=src.cls_only)
+            quantizer(mha, out)
+        finally:
+            mha.unlink(missing_ok=True)
+
+    return build
 
 
-BUILDERS: dict[str, Builder] = {"int8": _int8, "int8-static": _int8_static, "fp16": _fp16, "int4": _int4}
+BUILDERS: dict[str, Builder] = {
+    "int8": _int8,
+    "int8-block": _on_mha_graph(quantize.quantize_int8_block),
+    "int8-static": _int8_static,
+    "fp16": _fp16,
+    "int4": _on_mha_graph(quantize.quantize_int4),
+}
 if set(BUILDERS) != set(QUANTIZE_CHOICES):  # pragma: no cover - a contributor's mistake, caught at import
     raise ImportError(f"export builders {sorted(BUILDERS)} do not match the variant table {sorted(QUANTIZE_CHOICES)}")

@@ -80,7 +80,7 @@ def tiny_bundle(tmp_path_factory, tiny_run: Path) -> Path:
         ExportConfig(
             run_dir=tiny_run,
             out=out,
-            quantize=("int8", "int8-static", "fp16", "int4"),
+            quantize=("int8", "int8-block", "int8-static", "fp16", "int4"),
             eval=DATA / "test.tsv",
             eval_limit=200,
             quiet=True,

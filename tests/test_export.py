@@ -35,7 +35,7 @@ def test_manifest_lists_every_file_with_its_hash(tiny_bundle):
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == sha256_file(tiny_bundle / name)
         assert entry["bytes"] == (tiny_bundle / name).stat().st_size
-    assert set(manifest["variants"]) == {"fp32", "int8", "int8-static", "fp16", "int4"}
+    assert set(manifest["variants"]) == {"fp32", "int8", "int8-block", "int8-static", "fp16", "int4"}
     for name, variant in manifest["variants"].items():
         assert variant["file"] == VARIANT_FILES[name]
     assert verify_bundle(tiny_bundle) == []
@@ -118,7 +118,7 @@ def test_last_layer_runs_on_the_cls_row_only(tiny_bundle):
     (fp32, and int8/int4 built from it), so the last FFN sees one row per text."""
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["variants"]["fp32"]["last_layer_cls_only"] is True
-    for name in ("fp32", "int8", "int4"):
+    for name in ("fp32", "int8", "int8-block", "int4"):
         graph = onnx.load(str(tiny_bundle / manifest["variants"][name]["file"]), load_external_data=False)
         pruned = [n.name for n in graph.graph.node if n.name.startswith("/prune/")]
         assert sorted(pruned) == ["/prune/cls_attention", "/prune/cls_residual"], name
@@ -140,7 +140,7 @@ def test_variants_are_verified_and_smaller(tiny_bundle):
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     files = manifest["files"]
     fp32_labels = np.asarray(manifest["variants"]["fp32"]["verification_labels"])
-    for name in ("int8", "int8-static", "int4", "fp16"):
+    for name in ("int8", "int8-block", "int8-static", "int4", "fp16"):
         v = manifest["variants"][name]
         labels = np.asarray(v["verification_labels"])
         assert len(labels) == manifest["verification"]["n_texts"] and "eval_accuracy" in v, name
@@ -156,6 +156,10 @@ def test_variants_are_verified_and_smaller(tiny_bundle):
     assert files["model_q4.onnx"]["bytes"] < 0.2 * files["model.onnx"]["bytes"]
     assert manifest["variants"]["int8"]["ops"].get("QEmbedLayerNormalization") == 1  # embeddings quantized
     assert manifest["variants"]["int4"]["ops"].get("MatMulNBits", 0) > 0
+    # int8-block: 8-bit weights in blocks of 32 with per-block int8 activations keep the answers int8 loses
+    block = manifest["variants"]["int8-block"]
+    assert block["ops"].get("MatMulNBits", 0) > 0 and block["batch_independent"] is True
+    assert block["vs_fp32"]["label_agreement"] >= 0.95 > manifest["variants"]["int8"]["vs_fp32"]["label_agreement"]
     assert manifest["variants"]["int8-static"]["ops"].get("QuantizeLinear", 0) > 0
 
 

@@ -106,6 +106,9 @@ def test_auto_cpu_variant_answers_the_same_in_any_batch(tiny_bundle: Path, corpu
     clf = Classifier.load(tiny_bundle, provider="cpu")
     assert VARIANTS[clf.variant].batch_independent
     assert _batch_spread(clf, short, long_texts) <= 1e-3
+    # int8-block keeps every scale inside one row of one block: the same answer in any batch
+    block = Classifier.load(tiny_bundle, variant="int8-block", provider="cpu")
+    assert VARIANTS["int8-block"].batch_independent and _batch_spread(block, short, long_texts) <= 1e-3
     # the check can fail: per-tensor dynamic int8 moves with its batch (why auto does not take it unmeasured)
     int8 = Classifier.load(tiny_bundle, variant="int8", provider="cpu")
     assert not VARIANTS["int8"].batch_independent and _batch_spread(int8, short, long_texts) > 1e-3

@@ -31,7 +31,7 @@ def test_cli_choices_and_help_come_from_the_tables(tmp_path):
 
 
 def test_auto_and_gpu_rules_come_from_the_tables():
-    assert auto_preference("cpu") == ("int8",)
+    assert auto_preference("cpu") == ("int8", "int8-block")  # fastest first, each only if faithful enough
     for name, spec in PROVIDERS.items():
         preferred = auto_preference(name)
         assert all(VARIANTS[v].runs_on_provider(name) for v in preferred)

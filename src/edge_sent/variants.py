@@ -49,6 +49,12 @@ VARIANT_TABLE: tuple[VariantSpec, ...] = (
         batch_independent=False,  # one activation scale per tensor spans the whole padded batch
     ),
     VariantSpec(
+        "int8-block",
+        "model_int8_block.onnx",
+        "8-bit MatMulNBits, blocks of 32, int8 activations per block (CPU; batch-independent)",
+        auto_on=("cpu",),
+    ),
+    VariantSpec(
         "int8-static",
         "model_qdq.onnx",
         "static int8 (QDQ) from calibration texts",
