@@ -5,7 +5,8 @@
 // VARIANT is an edge-sent variant name or a transformers.js dtype; the graph it loads (transformers.js picks
 // files by dtype suffix, `model_file_name` by stem):
 //   fp32 -> model.onnx, int8 (q8) -> model_quantized.onnx, int8-static -> model_qdq.onnx,
-//   fp16 -> model_fp16.onnx, int4 (q4) -> model_q4.onnx, portable -> model_portable.onnx (standard ONNX ops only)
+//   fp16 -> model_fp16.onnx, int4 (q4) -> model_q4.onnx, int8-block -> model_int8_block.onnx,
+//   portable -> model_portable.onnx (standard ONNX ops only)
 // Prints one JSON object: the graph loaded, the load time, and per text its label, every label's
 // probability (in the bundle's label order) and the milliseconds it took (texts run one at a time).
 import { readFileSync } from "node:fs";

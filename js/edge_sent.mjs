@@ -13,6 +13,7 @@ export const VARIANTS = {
   "int8-static": ["fp32", "model_qdq", "model_qdq.onnx"],
   fp16: ["fp16", "model", "model_fp16.onnx"],
   int4: ["q4", "model", "model_q4.onnx"],
+  "int8-block": ["fp32", "model_int8_block", "model_int8_block.onnx"],
   portable: ["fp32", "model_portable", "model_portable.onnx"], // standard ONNX operators only
 };
 

@@ -64,7 +64,7 @@ def js_bundle(tmp_path_factory) -> Path:
     train_on_chnsenticorp(
         base / "run", "random:tiny", limit=800, max_length=MAX_LENGTH, label_names=("negative", "positive")
     )
-    quantize = ("int8", "int8-static", "fp16", "int4")
+    quantize = ("int8", "int8-static", "fp16", "int4", "int8-block")
     export_bundle(ExportConfig(run_dir=base / "run", out=base / "bundle", quantize=quantize, portable=True, quiet=True))
     return base / "bundle"
 
@@ -144,6 +144,7 @@ NODE_CASES = {
     "int8": ("int8", 1e-4),
     "int8-static": ("int8-static", 1e-4),
     "int4": ("int4", 1e-4),
+    "int8-block": ("int8-block", 1e-4),
     # Classifier refuses fp16 on CPU (slower than fp32), but onnxruntime's CPU provider runs the graph
     "fp16": ("model_fp16.onnx", 1e-4),
 }

@@ -1,7 +1,7 @@
 // edge-sent in the browser: transformers.js + onnxruntime-web (WebAssembly), everything client-side.
 // Query parameters: ?bundle=path of the bundle directory on this server (default "bundle"),
-// ?variant=int8|fp32|int8-static|fp16|int4|portable (model_quantized.onnx, model.onnx, model_qdq.onnx,
-// model_fp16.onnx, model_q4.onnx, model_portable.onnx; default int8). A graph whose operators onnxruntime-web
+// ?variant=int8|fp32|int8-static|fp16|int4|int8-block|portable (model_quantized.onnx, model.onnx, model_qdq.onnx,
+// model_fp16.onnx, model_q4.onnx, model_int8_block.onnx, model_portable.onnx; default int8). A graph whose operators onnxruntime-web
 // lacks (int4: GatherBlockQuantized) falls back to the portable graph (standard ONNX ops), then to fp32.
 // The result element carries data-* attributes (text, label, probability, ms) for tests; <body> carries
 // data-model-file (the graph in use) and data-first-answer-ms (since navigation start).
@@ -70,7 +70,10 @@ try {
   const t0 = performance.now();
   const failed = params.get("failed");
   try {
-    classifier = await loadBundle(bundle, requested, { device: "wasm" });
+    // ?optimize=disabled|basic|extended|all: onnxruntime's graph optimization level at load (its default: all)
+    const optimize = params.get("optimize");
+    const session_options = optimize ? { graphOptimizationLevel: optimize } : undefined;
+    classifier = await loadBundle(bundle, requested, { device: "wasm", session_options });
   } catch (err) {
     const reason = `${VARIANTS[requested]?.[2] ?? requested} does not run here: ${String(err.message ?? err).split("\n")[0]}`;
     const next = FALLBACK[requested] ?? (requested === "fp32" ? null : "portable");
