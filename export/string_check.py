@@ -1,9 +1,9 @@
-"""Build and verify the in-graph tokenizer against the bundle's `tokenizer.json` (the `tokenizers` library).
+"""Derive the in-graph tokenizer from the bundle's `tokenizer.json` and check it against the `tokenizers` library.
 
-`prepare_tokenizer` derives the rewrite steps (string_graph) from the tokenizer, including which characters the bare
-operator drops (`probe_dropped`). `scan_code_points` puts every Unicode code point, between two letters, through
-both; `compare_texts` does the same for whole texts (a corpus, `ADVERSARIAL`). A mismatch is named by the classes of
-the code points that the scan found mismatching in it (`context` when it has none).
+`prepare_tokenizer` reads the WordPiece spec and every code point's class (string_graph) and derives the rewrite
+steps. `scan_code_points` puts every Unicode code point, between two letters, through both tokenizers;
+`compare_texts` does the same for whole texts (a corpus, `ADVERSARIAL`). A mismatched text is named by the classes
+of the code points the scan found mismatching in it (`context` when it has none).
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ ADVERSARIAL: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class Prepared:
+class DerivedTokenizer:
+    """What the in-graph tokenizer is built from."""
+
     spec: sg.TokenizerSpec
     classes: sg.CharClasses
     steps: tuple[sg.Rewrite, ...]
@@ -97,10 +99,10 @@ def session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def prepare_tokenizer(tokenizer_file: Path) -> Prepared:
+def prepare_tokenizer(tokenizer_file: Path) -> DerivedTokenizer:
     spec = sg.TokenizerSpec.read(tokenizer_file)
     classes = sg.char_classes(tokenizer_file)
-    return Prepared(spec, classes, tuple(sg.rewrites(spec, classes)))
+    return DerivedTokenizer(spec, classes, tuple(sg.rewrites(spec, classes)))
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def _untruncated(tokenizer_file: Path) -> Tokenizer:
     return tok
 
 
-def scan_code_points(prepared: Prepared, tokenizer_file: Path) -> dict[int, str]:
+def scan_code_points(prepared: DerivedTokenizer, tokenizer_file: Path) -> dict[int, str]:
     """Every code point c as `a{c}a` (CHUNK of them per text, space-separated): {code point: class} of those whose
     token ids differ from `tokenizers`'."""
     reference = _untruncated(tokenizer_file)
@@ -171,7 +173,7 @@ NUL_CLASS = "NUL (U+0000): onnxruntime's custom-operator API reads a string up t
 CASE_CLASS = "lower-casing or accent stripping beyond the operator's tables (ASCII, Latin-1, basic Greek/Cyrillic)"
 
 
-def code_point_class(prepared: Prepared, c: int) -> str:
+def code_point_class(prepared: DerivedTokenizer, c: int) -> str:
     if c == 0:
         return NUL_CLASS
     if c in prepared.classes.changed:

@@ -70,7 +70,7 @@ def plan(config: ExportConfig) -> StringsPlan | None:
     return StringsPlan(variants, corpus, config.tokenizer_tolerance)
 
 
-def _token_check(job: Prepared, prepared: sc.Prepared, strings: StringsPlan, say) -> dict:
+def _token_check(job: Prepared, prepared: sc.DerivedTokenizer, strings: StringsPlan, say) -> dict:
     tokenizer_file = job.encoder.tokenizer_file
     say("checking the in-graph tokenizer against tokenizer.json: every code point, the corpus, adversarial text")
     bad_points = sc.scan_code_points(prepared, tokenizer_file)
