@@ -54,6 +54,32 @@ def test_ray_writes_the_local_engines_shards_and_resumes_them(ray_python, tiny_b
         assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
 
 
+def test_ray_reads_parquet_into_the_local_engines_shards(ray_python, tiny_bundle, tmp_path):
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("CI installs the test extra, which has pyarrow")
+        pytest.skip("pyarrow is not installed (pip install 'edge-sent[parquet]')")
+    texts = [line.split("\t", 1)[1] for line in (DATA / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    source = tmp_path / "dev.parquet"
+    pq.write_table(pa.table({"review": texts, "n": list(range(len(texts)))}), source, row_group_size=128)
+    common = [str(tiny_bundle), str(source), "--text-column", "review", "--shard-size", "500", "--variant", "int8"]
+    common += ["--json"]
+    local = run_cli("score", *common, "--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    ray = _score(ray_python, *common, "--out", str(tmp_path / "ray"), "--engine", "ray")
+    assert ray.returncode == 0, ray.stderr[-3000:]  # the Ray venv reads Parquet: scripts/ray-venv.sh's parquet extra
+    assert json.loads(ray.stdout)["rows"] == 1200
+    shards = sorted(p.name for p in (tmp_path / "local").glob("part-*.jsonl"))
+    assert shards == sorted(p.name for p in (tmp_path / "ray").glob("part-*.jsonl")) and len(shards) == 3
+    for name in shards:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    first = json.loads((tmp_path / "ray" / shards[0]).read_text(encoding="utf-8").splitlines()[0])
+    assert (first["id"], first["line"]) == (f"{source}:0", 0)
+
+
 def test_ray_errors(ray_python, tiny_bundle, tmp_path):
     args = [str(tiny_bundle), str(DATA / "dev.tsv"), "--out", str(tmp_path / "o"), "--engine", "ray"]
     assert_user_error(_score(ray_python, *args, "--address", "127.0.0.1:1"), "cannot reach a Ray cluster")
