@@ -19,14 +19,14 @@ from edge_sent.rundir import RunDir, RunMeta, read_run_meta
 from edge_sent.tokenization import Tokenizer
 from edge_sent.train.encoders import LoadedEncoder, load_encoder
 from edge_sent.train.model import SentimentModel
-from edge_sent.variants import QUANTIZE_CHOICES, VARIANTS
+from edge_sent.variants import DEFAULT_QUANTIZE, QUANTIZE_CHOICES, VARIANTS
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     run_dir: Path
     out: Path
-    quantize: tuple[str, ...] = ("int8",)
+    quantize: tuple[str, ...] = DEFAULT_QUANTIZE
     calibration: Path | None = None
     calibration_size: int = 128
     eval: Path | None = None

@@ -46,7 +46,7 @@ def minilm_bundle(tmp_path_factory, minilm_run: Path) -> tuple[Path, dict]:
         ExportConfig(
             run_dir=minilm_run,
             out=out,
-            quantize=("int8", "int8-static", "fp16", "int4"),
+            quantize=("int8", "int8-block", "int8-static", "fp16", "int4"),
             eval=DATA / "test.tsv",
             eval_limit=600,
             quiet=True,
@@ -72,6 +72,11 @@ def test_minilm_fidelity_of_every_variant(minilm_bundle):
     # int8 0.655 with the last layer pruned to [CLS], 0.662 without (agreement 89.5% vs 88.2%)
     assert v["int8"]["eval_accuracy"] >= v["fp32"]["eval_accuracy"] - 0.05
     assert v["int4"]["eval_vs_fp32"]["label_agreement"] >= 0.80
+    # int8-block (8-bit blocks of 32, per-block int8 activations) keeps what int8 loses: measured on all 1,200
+    # test texts 97.9% agreement, accuracy 0.7133 vs fp32 0.7158
+    assert v["int8-block"]["eval_vs_fp32"]["label_agreement"] >= 0.96
+    assert v["int8-block"]["eval_vs_fp32"]["label_agreement"] > v["int8"]["eval_vs_fp32"]["label_agreement"]
+    assert v["int8-block"]["eval_accuracy"] >= v["fp32"]["eval_accuracy"] - 0.02
     # int8-static on the CPU provider (MinMax, 128 calibration texts) measured here: agreement 70.3%, accuracy
     # 0.607 (fp32 0.697); the floors catch a broken calibration or quantizer, not the known fidelity gap
     assert v["int8-static"]["eval_vs_fp32"]["label_agreement"] >= 0.65
@@ -88,7 +93,7 @@ def test_minilm_runtime_matches_export_verification(minilm_bundle):
         manifest["verification"]["n_texts"],
     )
     assert texts_sha256(texts) == manifest["verification"]["texts_sha256"]
-    for variant in ("fp32", "int8", "int8-static", "int4"):
+    for variant in ("fp32", "int8", "int8-block", "int8-static", "int4"):
         clf = Classifier.load(bundle, variant=variant, provider="cpu")
         predictions = clf.predict(texts, batch_size=manifest["verification"]["batch_size"])
         assert [p.label_id for p in predictions] == manifest["variants"][variant]["verification_labels"], variant

@@ -76,6 +76,8 @@ VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in VARIANT_TABLE}
 REFERENCE = "fp32"  # the variant every other one is verified against
 QUANTIZE_CHOICES: tuple[str, ...] = tuple(name for name in VARIANTS if name != REFERENCE)
 VARIANT_FILES: dict[str, str] = {spec.name: spec.file for spec in VARIANT_TABLE}
+# what `edge-sent export` builds without --quantize: every variant `auto` may take on the CPU provider
+DEFAULT_QUANTIZE: tuple[str, ...] = tuple(spec.name for spec in VARIANT_TABLE if "cpu" in spec.auto_on)
 
 
 def auto_preference(provider: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from edge_sent.cli.common import console, err_console, print_json, split_choices
 from edge_sent.contract import MANIFEST, parse_manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import below_floor
-from edge_sent.variants import QUANTIZE_CHOICES
+from edge_sent.variants import DEFAULT_QUANTIZE, QUANTIZE_CHOICES
 
 RANDOM_NOTE = (
     "NOTE: encoder {spec} has RANDOM weights (no pretrained weights are downloaded on this machine): "
@@ -115,7 +115,10 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (atomically).")],
     quantize: Annotated[
         list[str] | None,
-        typer.Option(help=f"Variants to add beside fp32: {', '.join(QUANTIZE_CHOICES)} (repeat or comma-separate)."),
+        typer.Option(
+            help=f"Variants to add beside fp32: {', '.join(QUANTIZE_CHOICES)} (repeat or comma-separate; default: "
+            f"{','.join(DEFAULT_QUANTIZE)}, what `auto` may take on CPU)."
+        ),
     ] = None,
     calibration: Annotated[
         Path | None,
@@ -181,7 +184,7 @@ def export_cmd(
     config = ExportConfig(
         run_dir=run_dir,
         out=out,
-        quantize=split_choices(quantize) or ("int8",),
+        quantize=split_choices(quantize) or DEFAULT_QUANTIZE,
         calibration=calibration,
         calibration_size=calibration_size,
         eval=eval_data,
