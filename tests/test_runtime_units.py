@@ -195,12 +195,14 @@ def test_choose_variant_and_the_variant_table() -> None:
         choose_variant(full, "int4", "cpu")
     with pytest.raises(BundleError, match=r"\(it has: none\)$"):
         choose_variant(manifest(), "fp32", "cpu")
-    assert variant_help().startswith("auto (the fastest with ≥ 98% recorded agreement with fp32 — cpu: int8, cpu: int8-block; else")
+    assert variant_help().startswith(
+        "auto (the fastest with ≥ 98% recorded agreement with fp32 — cpu: int8, cpu: int8-block; else"
+    )
     # file names are part of the bundle format: bundles already written must keep loading
     names = ("fp32", "int8", "int8-block", "int8-static", "fp16", "int4")
     files = ["model.onnx", "model_quantized.onnx", "model_int8_block.onnx", "model_qdq.onnx", "model_fp16.onnx"]
     assert dict(zip(names, [*files, "model_q4.onnx"], strict=True)) == VARIANT_FILES
-    assert QUANTIZE_CHOICES == names[1:]
+    assert names[1:] == QUANTIZE_CHOICES
     assert [s.name for s in VARIANT_TABLE if s.needs_calibration] == ["int8-static"]
 
 
