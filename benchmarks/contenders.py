@@ -32,6 +32,74 @@ def _pad_in_order(tok: Tokenizer, texts: list[str], batch: int, fixed: int | Non
         yield b
 
 
+def _quantize_int8(exported, work: Path) -> tuple[str, str]:
+    """Optimum's documented recipe on an exported ORTModel: O2 optimization, then avx512_vnni dynamic int8
+    (without O2 when that fails in shape inference). Saves to work/q; returns the graph's file name, the recipe."""
+    from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+
+    exported.save_pretrained(work / "onnx")
+    qconfig = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)
+    recipe = "export + O2 + avx512_vnni dynamic int8"
+    try:
+        optimizer = ORTOptimizer.from_pretrained(exported)
+        optimizer.optimize(save_dir=work / "o2", optimization_config=AutoOptimizationConfig.O2())
+        quantizer = ORTQuantizer.from_pretrained(work / "o2", file_name="model_optimized.onnx")
+        quantizer.quantize(save_dir=work / "q", quantization_config=qconfig)
+    except Exception as exc:  # the documented O2-then-quantize recipe can fail in shape inference
+        recipe = f"export + avx512_vnni dynamic int8 (O2 then quantize failed: {type(exc).__name__})"
+        ORTQuantizer.from_pretrained(work / "onnx").quantize(save_dir=work / "q", quantization_config=qconfig)
+    return next((work / "q").glob("*quantized.onnx")).name, recipe
+
+
+def optimum_classifier_dir(run_dir: Path, workdir: Path) -> tuple[Path, str]:
+    """The run as a Hugging Face `BertForSequenceClassification` (the run's encoder and head), exported by
+    Optimum as `ORTModelForSequenceClassification` and quantized int8 by `_quantize_int8`: a directory that
+    `ORTModelForSequenceClassification.from_pretrained` and a transformers pipeline (or infinity) load as is.
+    The class adds BERT's pooler before the head; it is set to identity weights, so the scores are
+    softmax(head(tanh(CLS))) instead of the run's softmax(head(CLS)): same graph cost, slightly other scores.
+    Returns the directory (graph + config + tokenizer) and the recipe."""
+    import torch
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    from edge_sent.train.encoders import load_encoder
+
+    meta = read_run_meta(run_dir)
+    encoder = load_encoder(meta.encoder.spec)
+    weights = load_file(str(RunDir(run_dir).head_weights))
+    labels = dict(enumerate(meta.labels))
+    config = BertConfig(
+        **{**encoder.model.config.to_dict(), "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
+    )
+    model = BertForSequenceClassification(config).eval()
+    missing = model.bert.load_state_dict(encoder.model.state_dict(), strict=False).missing_keys
+    assert all(key.startswith("pooler.") for key in missing), missing
+    with torch.no_grad():
+        model.bert.pooler.dense.weight.copy_(torch.eye(config.hidden_size))
+        model.bert.pooler.dense.bias.zero_()
+        model.classifier.weight.copy_(torch.from_numpy(weights["weight"]))
+        model.classifier.bias.copy_(torch.from_numpy(weights["bias"]))
+    hf_dir = workdir / "hf"
+    model.save_pretrained(hf_dir)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(encoder.tokenizer_file),
+        model_max_length=meta.max_length,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+    tokenizer.save_pretrained(hf_dir)
+    exported = ORTModelForSequenceClassification.from_pretrained(hf_dir, export=True)
+    qfile, recipe = _quantize_int8(exported, workdir)
+    target = workdir / "q"
+    tokenizer.save_pretrained(target)
+    config.save_pretrained(target)
+    return target / qfile, recipe
+
+
 class TorchEager:
     """(a)/(b) the tutorial recipe: PyTorch eager fp32, frozen encoder + head under no_grad."""
 
@@ -87,8 +155,7 @@ class OptimumInt8(_OptimumHead):
     the head applied on the [CLS] row of its output; batches in input order, padded to the longest."""
 
     def __init__(self, run_dir: Path, threads: int, workdir: Path | None = None):
-        from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
-        from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+        from optimum.onnxruntime import ORTModelForFeatureExtraction
 
         from edge_sent.train.encoders import load_encoder
 
@@ -98,27 +165,9 @@ class OptimumInt8(_OptimumHead):
         encoder.model.save_pretrained(hf_dir)
         (hf_dir / TOKENIZER).write_bytes(encoder.tokenizer_file.read_bytes())
         exported = ORTModelForFeatureExtraction.from_pretrained(hf_dir, export=True)
-        exported.save_pretrained(work / "onnx")
-        self.recipe = "export + O2 + avx512_vnni dynamic int8"
-        source = work / "onnx"
-        try:
-            optimizer = ORTOptimizer.from_pretrained(exported)
-            optimizer.optimize(save_dir=work / "o2", optimization_config=AutoOptimizationConfig.O2())
-            quantizer = ORTQuantizer.from_pretrained(work / "o2", file_name="model_optimized.onnx")
-            quantizer.quantize(
-                save_dir=work / "q",
-                quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False),
-            )
-        except Exception as exc:  # the documented O2-then-quantize recipe can fail in shape inference
-            self.recipe = f"export + avx512_vnni dynamic int8 (O2 then quantize failed: {type(exc).__name__})"
-            quantizer = ORTQuantizer.from_pretrained(source)
-            quantizer.quantize(
-                save_dir=work / "q",
-                quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False),
-            )
+        qfile, self.recipe = _quantize_int8(exported, work)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        qfile = next((work / "q").glob("*quantized.onnx")).name
         self.model = ORTModelForFeatureExtraction.from_pretrained(work / "q", file_name=qfile, session_options=options)
         self.session = self.model.model if hasattr(self.model, "model") else self.model.session
         self.file_bytes = (work / "q" / qfile).stat().st_size

@@ -1,4 +1,4 @@
-"""Plot benchmarks/serve.json: throughput and p50/p99 latency against concurrency, batching on vs off.
+"""Plot benchmarks/serve.json: throughput and p50/p99 latency against concurrency, every contender.
 
 .venv/bin/python benchmarks/plot_serve.py benchmarks/serve.json benchmarks/serve.png   (needs the bench extra)
 """
@@ -17,20 +17,22 @@ import matplotlib.pyplot as plt
 
 def main(source: Path, target: Path) -> None:
     data = json.loads(source.read_text())
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in ("batching", "no-batching"):
-        rows = data[mode]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, (name, contender) in enumerate(data["contenders"].items()):
+        rows = contender["rows"]
         clients = [r["concurrency"] for r in rows]
-        left.plot(clients, [r["texts_per_s"] for r in rows], marker="o", label=f"serve, {mode}")
-        right.plot(clients, [r["p50_ms"] for r in rows], marker="o", label=f"{mode} p50")
-        right.plot(clients, [r["p99_ms"] for r in rows], marker="x", linestyle="--", label=f"{mode} p99")
+        color = f"C{index}"
+        left.plot(clients, [r["texts_per_s"] for r in rows], marker="o", color=color, label=name)
+        right.plot(clients, [r["p50_ms"] for r in rows], marker="o", color=color, label=f"{name} p50")
+        right.plot(clients, [r["p99_ms"] for r in rows], marker="x", linestyle="--", color=color, label=f"{name} p99")
     left.axhline(data["in_process"]["offline_texts_per_s"], color="grey", linestyle=":", label="Classifier.predict")
+    right.set_yscale("log")
     for axis, label in ((left, "texts/s"), (right, "latency, ms")):
         axis.set_xscale("log", base=2)
         axis.set_xlabel("concurrent clients (one text per request)")
         axis.set_ylabel(label)
-        axis.legend(fontsize=8)
-    fig.suptitle(f"edge-sent serve, {data['in_process']['variant']} on {data['machine']}", fontsize=10)
+        axis.legend(fontsize=7)
+    fig.suptitle(f"edge-sent serve vs other servers, {data['in_process']['variant']} on {data['machine']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(target, dpi=110)
 
