@@ -33,6 +33,10 @@ def test_auto_takes_the_fastest_variant_at_or_above_the_floor_else_the_float_pat
     choice = auto_choice(unfaithful, "cpu")
     assert choice.variant == "fp32" and "int8: 97.5% agreement with fp32 < 98%" in choice.reason
     assert auto_choice(unfaithful, "cpu", min_agreement=0.97).variant == "int8"
+    # int8 below the floor, int8-block (slower, batch-independent) at it: auto takes int8-block
+    both_cpu = _manifest(fp32={}, int8={"vs_fp32": _agreement(0.91)}, **{"int8-block": {"vs_fp32": _agreement(0.98)}})
+    assert auto_choice(both_cpu, "cpu").variant == "int8-block"
+    assert auto_choice(both_cpu, "cpu", min_agreement=0.99).variant == "fp32"
     # the eval set (more texts) wins over the verification texts
     both = _manifest(fp32={}, int8={"vs_fp32": _agreement(1.0), "eval_vs_fp32": _agreement(0.9)})
     assert auto_choice(both, "cpu").variant == "fp32" and recorded(both.variants["int8"], "cpu").texts == "eval set"
