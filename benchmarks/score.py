@@ -1,6 +1,7 @@
 """`edge-sent score` side by side: the local engine vs `Classifier.predict` on the same texts, Ray (1 and 2
 actors) vs local, and peak memory on a small vs a large input (synthetic: ChnSentiCorp texts with distinct
-suffixes). Run it in the Ray venv (scripts/ray-venv.sh) for the Ray rows; without Ray they are skipped.
+suffixes; also the Parquet reader alone on the same texts in one row group). Run it in the Ray venv
+(scripts/ray-venv.sh) for the Ray rows; without Ray they are skipped.
 
     .venv-ray/bin/python benchmarks/score.py --bundle BUNDLE --out benchmarks
 """
@@ -47,12 +48,35 @@ def peak_rss_mb(python: str, bundle: Path, source: Path, out: Path, variant: str
     return int(proc.stdout.strip()) / 1024
 
 
+def parquet_copy(source: Path, path: Path) -> Path:
+    """The same texts as a Parquet file with ONE row group (the worst case for a reader that loads row groups)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = source.read_text(encoding="utf-8").splitlines()
+    pq.write_table(pa.table({"text_a": texts}), path, row_group_size=len(texts))
+    return path
+
+
+def reader_peak_rss_mb(python: str, path: Path) -> float:
+    """Peak RSS of a fresh process that reads every record of `path` with edge-sent's reader (no model): its
+    VmHWM, not ru_maxrss, which after fork+exec also counts the parent's peak (this process holds 1M texts)."""
+    code = (
+        "import sys; from edge_sent.readers import read_records; "
+        "n = sum(1 for _ in read_records(sys.argv[1])); "
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')))"
+    )
+    proc = subprocess.run([python, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    return int(proc.stdout.strip()) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--variant", default="fp32", help="fp32: answers independent of the batch")
     ap.add_argument("--rows", type=int, default=12_000, help="texts for the throughput rows")
     ap.add_argument("--memory-rows", default="10000,1000000", help="small,large input sizes for peak RSS")
+    ap.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per input size (median kept)")
     ap.add_argument("--prefix-chars", type=int, default=40, help="characters of each ChnSentiCorp text kept")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True)
@@ -85,10 +109,15 @@ def main() -> None:
         print("no Ray here: Ray rows skipped (run in scripts/ray-venv.sh's venv)", file=sys.stderr)
     throughput = {name: len(texts) / statistics.median(t) for name, t in times.items()}
     small, large = (int(n) for n in args.memory_rows.split(","))
-    memory = {}
+    memory, memory_runs, parquet_reader = {}, {}, {}
     for n in (small, large):
         path = synthetic(work / f"mem-{n}.txt", n, args.prefix_chars)
-        memory[str(n)] = peak_rss_mb(sys.executable, args.bundle, path, work / f"mem-out-{n}", args.variant)
+        memory_runs[str(n)] = [
+            peak_rss_mb(sys.executable, args.bundle, path, work / f"mem-out-{n}-{k}", args.variant)
+            for k in range(args.memory_repeats)
+        ]
+        memory[str(n)] = statistics.median(memory_runs[str(n)])
+        parquet_reader[str(n)] = reader_peak_rss_mb(sys.executable, parquet_copy(path, work / f"mem-{n}.parquet"))
     result = {
         "bundle": str(args.bundle),
         "variant": args.variant,
@@ -104,7 +133,11 @@ def main() -> None:
             },
         },
         "peak_rss_mb": memory,
+        "peak_rss_mb_runs": memory_runs,
         "rss_ratio_large_vs_small": memory[str(large)] / memory[str(small)],
+        "rss_ratio_worst": max(memory_runs[str(large)]) / min(memory_runs[str(small)]),
+        "parquet_reader_peak_rss_mb": parquet_reader,
+        "parquet_reader_rss_ratio_large_vs_small": parquet_reader[str(large)] / parquet_reader[str(small)],
         "self_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     args.out.mkdir(parents=True, exist_ok=True)
