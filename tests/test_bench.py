@@ -15,7 +15,7 @@ def test_bench_writes_json_with_every_field(tiny_bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert set(result) >= {"edge_sent_version", "bundle", "machine", "random_weights", "batch_size", "variants"}
-    assert set(result["variants"]) == {"fp32", "int8", "int8-static", "int4"}  # fp16 is CUDA-only
+    assert set(result["variants"]) == {"fp32", "int8", "int8-block", "int8-static", "int4"}  # fp16 is CUDA-only
     for entry in result["variants"].values():
         assert entry["file_bytes"] > 0 and entry["provider"] == "CPUExecutionProvider"
         assert set(entry["latency"]) == {"16", "64"}
