@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -102,7 +103,9 @@ def main() -> None:
         for actors in (1, 2):
             times[f"score ray, {actors} actor(s)"] = [
                 _score_cli(sys.executable, args.bundle, [source], work / f"ray{actors}-{k}", "--engine", "ray",
-                           "--actors", str(actors), "--variant", args.variant, "--shard-size", "2000")["seconds"]
+                           "--actors", str(actors), "--variant", args.variant, "--shard-size", "2000",
+                           # the local engine uses every core: give the actors the same cores between them
+                           "--threads", str(max(1, (os.cpu_count() or 1) // actors)))["seconds"]
                 for k in range(args.repeats)
             ]  # fmt: skip
     except ImportError:
