@@ -39,6 +39,25 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None) -> su
     )
 
 
+def kill_after_shards(command: list[str], out: Path, shards: int) -> int:
+    """Start `edge-sent score` (`command`), kill -9 its process group once `out` holds `shards` finished shards
+    (or it exits, or 120 s pass); return how many shards were finished then."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("part-*.jsonl"))) < shards and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    return len(list(out.glob("part-*.jsonl")))
+
+
 def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     """Non-zero exit, no traceback, a one-line message on stderr that contains every needle."""
     assert proc.returncode != 0, proc.stdout + proc.stderr

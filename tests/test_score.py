@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 
 from edge_sent.runtime import Classifier
 from edge_sent.runtime.score import ScoreConfig, score
-from tests.conftest import DATA, assert_user_error, run_cli
+from tests.conftest import DATA, assert_user_error, kill_after_shards, run_cli
 
 ROWS = 1200  # ChnSentiCorp dev
 
@@ -128,17 +125,7 @@ def test_kill_9_at_any_moment_then_rerun_scores_every_row_exactly_once(tiny_bund
     out = tmp_path / "o"
     command = [sys.executable, "-m", "edge_sent", "score", str(tiny_bundle), str(DATA / "dev.tsv"), "--out", str(out)]
     command += ["--shard-size", "100", "--variant", "fp32", "--provider", "cpu", "--json"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while len(list(out.glob("part-*.jsonl"))) < shards_before_kill and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    done_before = len(list(out.glob("part-*.jsonl")))
+    done_before = kill_after_shards(command, out, shards_before_kill)
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
