@@ -31,7 +31,8 @@ class ExportConfig:
     calibration_size: int = 128
     eval: Path | None = None
     eval_limit: int | None = None
-    verify_size: int = 64
+    verify_size: int = 64  # texts fp32 is checked against torch on (one at a time), and the labels recorded
+    host_check_size: int = 300  # texts every variant's agreement with fp32 is measured on, here and on each host
     portable: bool = False
     force: bool = False
     data: DataConfig = field(default_factory=DataConfig)
@@ -57,6 +58,7 @@ class Prepared:
     geometry: graph.Geometry
     source: Path  # where the verification texts come from (the run's dev copy, or its calibration sample)
     verify_texts: list[str]
+    host_check_texts: list[str]  # a random sample of the source: agreement on it estimates agreement on the corpus
     calibration: tuple[str, ...]
     calibration_source: Path
     eval_set: tuple[list[str], np.ndarray] | None
@@ -143,7 +145,9 @@ def prepare(config: ExportConfig, say) -> Prepared:
         refit_data = refit.load_refit_data(config.run_dir, meta, config.refit_data, config.data, head)
     tokenizer = Tokenizer(encoder.tokenizer_file, meta.max_length)
     source = RunDir(config.run_dir).file(meta.dev_file or meta.calibration_file)
-    verify_texts = verify.select_texts(texts_from(source, "text"), tokenizer, config.verify_size)
+    source_texts = texts_from(source, "text")
+    verify_texts = verify.select_texts(source_texts, tokenizer, config.verify_size)
+    host_check_texts = verify.sample_texts(source_texts, config.host_check_size)
     return Prepared(
         config=config,
         meta=meta,
@@ -153,6 +157,7 @@ def prepare(config: ExportConfig, say) -> Prepared:
         geometry=graph.Geometry.from_config(encoder.config),
         source=source,
         verify_texts=verify_texts,
+        host_check_texts=host_check_texts,
         calibration=calibration,
         calibration_source=Path(calibration_source),
         eval_set=eval_set,

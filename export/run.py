@@ -23,6 +23,7 @@ from edge_sent.contract import (
     CONFIG,
     FORMAT,
     FORMAT_VERSION,
+    HOST_CHECK,
     PORTABLE_FILE,
     TOKENIZER,
     TOKENIZER_CONFIG,
@@ -35,7 +36,9 @@ from edge_sent.export import graph, refit, runners, strings, verify
 from edge_sent.export.bundle import hf_config, staging_dir, tokenizer_config
 from edge_sent.export.prepare import ExportConfig, Prepared, prepare
 from edge_sent.export.variants import BUILDERS, BuildInputs
+from edge_sent.host_check import write_host_check
 from edge_sent.progress import stderr
+from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
 from edge_sent.runtime.measure import MeasureRequest
 from edge_sent.variants import REFERENCE, VARIANTS
 
@@ -43,6 +46,7 @@ __all__ = ["ExportConfig", "export_bundle"]
 
 VERIFY_BATCH = 8  # dynamic int8 scales activations per batch: recorded so the labels can be reproduced
 EVAL_BATCH = 32
+HOST_CHECK_BATCH = DEFAULT_BATCH_SIZE  # the runtime's default batch: what a host's answers are checked at
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Reference:
     probs: np.ndarray  # verification texts, at batch 1
     torch_logits: np.ndarray
     eval_probs: np.ndarray | None
+    host_probs: np.ndarray  # the host-check texts, at HOST_CHECK_BATCH
 
 
 def _checkpoint(stage: str) -> None:
@@ -99,7 +104,9 @@ def gate_fp32(job: Prepared, tmp: Path, entry: dict) -> Reference:
     if job.refit_data is not None and job.refit_data.dev is not None and job.refit_data.dev_ids is not None:
         _, dev_probs = verify.onnx_outputs(fp32, job.refit_data.dev.texts, batch_size=EVAL_BATCH)
         entry["dev_accuracy"] = verify.accuracy(dev_probs, job.refit_data.dev_ids)
-    return Reference(probs, reference, eval_probs)
+    _, host_probs = verify.onnx_outputs(fp32, job.host_check_texts, batch_size=HOST_CHECK_BATCH)
+    write_host_check(tmp / HOST_CHECK, job.host_check_texts, host_probs)
+    return Reference(probs, reference, eval_probs, host_probs)
 
 
 def build_variant(job: Prepared, tmp: Path, name: str) -> dict:
@@ -161,6 +168,8 @@ def measure_variant(job: Prepared, tmp: Path, entry: dict, ref: Reference) -> No
     entry["vs_torch"] = {"max_abs_dlogit": float(np.abs(ref.torch_logits - logits).max())}
     entry["vs_fp32"] = verify.agreement(ref.probs, probs)
     entry["verification_labels"] = probs.argmax(axis=1).tolist()
+    _, host_probs = verify.onnx_outputs(engine, job.host_check_texts, batch_size=HOST_CHECK_BATCH)
+    entry["host_check_vs_fp32"] = verify.agreement(ref.host_probs, host_probs)
     if job.eval_set is not None and ref.eval_probs is not None:
         _, probs_eval = verify.onnx_outputs(engine, job.eval_set[0], batch_size=EVAL_BATCH)
         entry["eval_accuracy"] = verify.accuracy(probs_eval, job.eval_set[1])
@@ -177,6 +186,15 @@ def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
         "eval": str(job.config.eval) if job.config.eval else None,
         "eval_n": len(job.eval_set[0]) if job.eval_set else 0,
     }
+    lengths = [len(e.ids) for e in job.tokenizer.encode(job.host_check_texts)]
+    host_check = {
+        "file": HOST_CHECK,
+        "source": str(job.source),
+        "n_texts": len(job.host_check_texts),
+        "texts_sha256": verify.texts_sha256(job.host_check_texts),
+        "batch_size": HOST_CHECK_BATCH,
+        "typical_length": int(np.median(lengths)) if lengths else 0,
+    }
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -189,6 +207,7 @@ def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
         "pooling": job.meta.pooling,
         "portable_file": PORTABLE_FILE if job.config.portable else None,
         "verification": verification,
+        "host_check": host_check,
         "variants": variants,
         "openvino": {
             "measured": job.openvino is not None,

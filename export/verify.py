@@ -10,12 +10,25 @@ import numpy as np
 import torch
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.metrics import agreement
 from edge_sent.runtime.engine import Engine
 from edge_sent.runtime.measure import MeasureRequest
 from edge_sent.runtime.session import SessionConfig
 from edge_sent.tokenization import Tokenizer
 from edge_sent.train.model import SentimentModel
 from edge_sent.variants import VARIANT_TABLE
+
+__all__ = ["agreement"]  # re-exported: the runtime's host check computes it the same way
+
+
+def sample_texts(texts: list[str], n: int, seed: int = 0) -> list[str]:
+    """Up to n distinct non-empty texts drawn at random (seeded): the corpus's own length distribution, so that
+    an agreement measured on them estimates the agreement on the corpus."""
+    distinct = list(dict.fromkeys(t for t in texts if t.strip()))
+    if len(distinct) <= n:
+        return distinct
+    picks = np.sort(np.random.default_rng(seed).choice(len(distinct), size=n, replace=False))
+    return [distinct[i] for i in picks]
 
 
 def select_texts(texts: list[str], tokenizer: Tokenizer, n: int) -> list[str]:
@@ -93,15 +106,6 @@ def gate_fp32(reference: np.ndarray, logits_1: np.ndarray, logits_padded: np.nda
     if worst > tolerance:
         raise EdgeSentError(f"fp32 ONNX differs from torch by {worst:.2e} (> {tolerance:.1e}): export refused")
     return record
-
-
-def agreement(fp32_probs: np.ndarray, probs: np.ndarray) -> dict:
-    delta = np.abs(fp32_probs - probs)
-    return {
-        "label_agreement": float((fp32_probs.argmax(axis=1) == probs.argmax(axis=1)).mean()),
-        "max_abs_dprob": float(delta.max()),
-        "mean_abs_dprob": float(delta.mean()),
-    }
 
 
 def accuracy(probs: np.ndarray, label_ids: np.ndarray) -> float:

@@ -21,6 +21,7 @@ from edge_sent.errors import EdgeSentError
 from edge_sent.external_data import check_external_data
 from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, PROBABILITIES, Engine
+from edge_sent.runtime.host_probe import HostProbe, probing_enabled
 from edge_sent.runtime.session import SessionConfig, resolve_provider
 from edge_sent.runtime.strings import StringEngine
 from edge_sent.tokenization import Tokenizer
@@ -73,9 +74,10 @@ def choose_variant(
 class Classifier:
     """A bundle loaded into an inference engine. Create it with `Classifier.load`."""
 
-    def __init__(self, manifest: Manifest, variant: str, engine: Engine) -> None:
+    def __init__(self, manifest: Manifest, variant: str, engine: Engine, why: str = "named") -> None:
         self.manifest = manifest
         self.variant = variant
+        self.why = why  # why this variant: "named", or `auto`'s reason (host-measured or recorded)
         self.engine = engine
         self.provider = engine.provider
         self.precision = engine.precision  # what the provider computes in: bf16 only on OpenVINO
@@ -93,24 +95,34 @@ class Classifier:
         precision: str = "auto",
         strings: bool = False,
         min_agreement: float = MIN_AGREEMENT,
+        probe: bool | None = None,
     ) -> Classifier:
         """`strings=True`: the variant's string-in graph (`export --with-tokenizer`), which tokenizes inside
         onnxruntime (onnxruntime-extensions, the `strings` extra); `auto` picks among the variants that have one.
-        `min_agreement`: the label agreement with fp32 that `auto` requires of a quantized variant."""
+        `min_agreement`: the label agreement with fp32 that `auto` requires of a quantized variant.
+        `probe`: `auto` decides from speed and fidelity measured on this host, once per host (cached; see
+        `host_probe`); False: from the export's recorded ranking; None: unless `EDGE_SENT_PROBE=0`."""
         manifest = read_manifest(bundle_dir)
         short = resolve_provider(provider)
         among = set(manifest.string_files) if strings else None
-        chosen = choose_variant(manifest, variant, short, among, min_agreement)
+        config = SessionConfig(provider=short, threads=threads, strict=strict, precision=precision)
+        why = "named"
+        if variant == "auto" and probing_enabled(probe):
+            decided = HostProbe(manifest, short, config, min_agreement, among).decide()
+            chosen, why = decided.choice.variant, decided.choice.reason
+        else:
+            chosen = choose_variant(manifest, variant, short, among, min_agreement)
+            if variant == "auto":
+                why = auto_choice(manifest, short, min_agreement, among).reason + " (recorded ranking)"
         # integrity: every file the session reads is checked against the manifest first
         file = manifest.string_file(chosen) if strings else manifest.variant_file(chosen)
         model_path = check_file(manifest, file)
         for name in check_external_data(model_path, set(manifest.files)):
             check_file(manifest, name)
         tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
-        config = SessionConfig(provider=short, threads=threads, strict=strict, precision=precision)
         engine = (StringEngine if strings else Engine)(model_path, tokenizer, config)
         engine.require_outputs(PROBABILITIES)
-        classifier = cls(manifest, chosen, engine)
+        classifier = cls(manifest, chosen, engine, why)
         classifier.predict(["warm-up"])
         return classifier
 

@@ -25,6 +25,7 @@ MANIFEST = "manifest.json"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"  # for transformers.js / AutoTokenizer: class and max length
+HOST_CHECK = "host_check.jsonl"  # texts + fp32 probabilities: the fidelity check `auto` reruns on the host
 
 STRINGS_SUFFIX = "_strings.onnx"  # a variant's string-in graph (tokenizer inside, onnxruntime-extensions)
 PORTABLE_FILE = "model_portable.onnx"  # standard ONNX ops only (no ORT contrib fusions): TensorRT & co.
@@ -73,12 +74,22 @@ class Agreement:
     label_agreement: float
     max_abs_dprob: float
     mean_abs_dprob: float
+    n_texts: int | None = None  # absent in bundles written before the count was recorded
+    ci95: tuple[float, float] | None = None  # Wilson interval of label_agreement
 
     @classmethod
     def from_json(cls, data: Any) -> Agreement | None:
         if not isinstance(data, dict):
             return None
-        return cls(float(data["label_agreement"]), float(data["max_abs_dprob"]), float(data["mean_abs_dprob"]))
+        n = data.get("n_texts")
+        ci = data.get("ci95")
+        return cls(
+            float(data["label_agreement"]),
+            float(data["max_abs_dprob"]),
+            float(data["mean_abs_dprob"]),
+            int(n) if n is not None else None,
+            (float(ci[0]), float(ci[1])) if ci is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class Verification:
     vs_fp32: Agreement | None
     eval_accuracy: float | None
     eval_vs_fp32: Agreement | None
+    host_check_vs_fp32: Agreement | None = None  # on the bundle's host-check texts (more than the verification's)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Verification:
@@ -102,6 +114,7 @@ class Verification:
             vs_fp32=Agreement.from_json(data.get("vs_fp32")),
             eval_accuracy=float(data["eval_accuracy"]) if data.get("eval_accuracy") is not None else None,
             eval_vs_fp32=Agreement.from_json(data.get("eval_vs_fp32")),
+            host_check_vs_fp32=Agreement.from_json(data.get("host_check_vs_fp32")),
         )
 
 
@@ -120,6 +133,22 @@ class VariantEntry:
         if not isinstance(data, dict) or not isinstance(data.get("file"), str):
             raise TypeError(f"variant {name!r} needs an object with a 'file'")
         return cls(name, data["file"], Verification.from_json(data), dict(data))
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """The texts `auto` reruns on the host, with fp32's probabilities for each as the export computed them."""
+
+    file: str
+    n_texts: int
+    batch_size: int  # the batch the export measured the variants at (and the host check uses)
+    typical_length: int  # median token count: the length the host's speed probe runs at
+
+    @classmethod
+    def from_json(cls, data: Any) -> HostCheck | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(str(data["file"]), int(data["n_texts"]), int(data["batch_size"]), int(data["typical_length"]))
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,17 @@ class Manifest:
     @cached_property
     def variants(self) -> dict[str, VariantEntry]:
         return {name: VariantEntry.from_json(name, v) for name, v in (self.data.get("variants") or {}).items()}
+
+    @cached_property
+    def host_check(self) -> HostCheck | None:
+        """The host-check texts' record (None in bundles exported before it existed)."""
+        return HostCheck.from_json(self.data.get("host_check"))
+
+    @cached_property
+    def platforms(self) -> dict[str, dict[str, Any]]:
+        """variant -> platform -> how its answers compared with the export machine's (`edge-sent devices`)."""
+        record = self.data.get("platforms") or {}
+        return {str(v): dict(p) for v, p in (record.get("variants") or {}).items()}
 
     @cached_property
     def files(self) -> dict[str, FileEntry]:
@@ -200,6 +240,7 @@ def parse_manifest(root: Path, data: Any, where: Path) -> Manifest:
     manifest = Manifest(root=root, data=data)
     try:
         manifest.labels, manifest.max_length, manifest.variants, manifest.files, manifest.string_files  # noqa: B018 - validate every record
+        manifest.host_check, manifest.platforms  # noqa: B018
     except (TypeError, ValueError, KeyError) as exc:
         raise BundleError(f"{where}: malformed manifest ({exc})") from None
     return manifest

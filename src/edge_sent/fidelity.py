@@ -1,4 +1,10 @@
-"""`auto` chooses by recorded fidelity: the fastest variant whose measured agreement with fp32 reaches a floor.
+"""`auto`'s rules: the fastest variant whose agreement with fp32 reaches a floor, else the faithful float path.
+
+Two rules over the same variant table. `host_choice` (the default) decides from what the machine running
+the bundle measured (`edge_sent.runtime.host_probe`): speed against the float path, and agreement with the
+fp32 probabilities the export recorded for the bundle's host-check texts. `auto_choice` decides from the
+export's records alone (the recorded ranking: `--no-probe`, `EDGE_SENT_PROBE=0`, and providers with no
+quantized candidate).
 
 The export records, per variant, how often its labels agree with fp32's: on the verification texts
 (`vs_fp32`), on the `--eval` set when given (`eval_vs_fp32`, preferred: more texts), and for the variants
@@ -11,6 +17,7 @@ measurement for the provider is never taken by `auto` (it can still be named).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from edge_sent.contract import Agreement, Manifest, VariantEntry
@@ -53,12 +60,16 @@ def recorded(entry: VariantEntry, provider: str) -> Measured | None:
     if spec is not None and spec.openvino_only:
         return None
     v = entry.verification
-    return _measured(v.eval_vs_fp32, v.vs_fp32, v.verified_on or "cpu")
+    return _measured(v.eval_vs_fp32, v.vs_fp32, v.verified_on or "cpu", v.host_check_vs_fp32)
 
 
-def _measured(on_eval: Agreement | None, on_verify: Agreement | None, provider: str) -> Measured | None:
+def _measured(
+    on_eval: Agreement | None, on_verify: Agreement | None, provider: str, on_host_check: Agreement | None = None
+) -> Measured | None:
     if on_eval is not None:
         return Measured(on_eval.label_agreement, "eval set", provider)
+    if on_host_check is not None:
+        return Measured(on_host_check.label_agreement, f"{on_host_check.n_texts} host-check texts", provider)
     if on_verify is not None:
         return Measured(on_verify.label_agreement, "verification texts", provider)
     return None
@@ -107,3 +118,83 @@ def below_floor(manifest: Manifest, min_agreement: float = MIN_AGREEMENT) -> lis
                 f"--variant {name} to use it anyway"
             )
     return warnings
+
+
+MIN_SPEEDUP = 1.05  # a quantized variant must beat the float path by this much at every probed shape on the host
+
+
+@dataclass(frozen=True)
+class HostMeasure:
+    """What one variant did on this host: p50 milliseconds per probed shape, its speed-up over the float path
+    measured in the same run, and its agreement with fp32's recorded answers (None: not measured yet)."""
+
+    variant: str
+    ms: dict[str, float]
+    speedups: dict[str, float]  # shape -> float-path ms / this variant's ms
+    agreement: float | None = None
+    max_abs_dprob: float | None = None
+    n_texts: int = 0
+    agreement_source: str = "host"  # "host": rerun here; "recorded": the export's figure (no host-check texts)
+
+    @property
+    def slowest(self) -> float:
+        """The speed-up at the shape where the variant does worst (≥ 1: never slower than the float path)."""
+        return min(self.speedups.values()) if self.speedups else 0.0
+
+    @property
+    def typical(self) -> float:
+        """The geometric mean speed-up over the probed shapes: the ranking."""
+        values = [v for v in self.speedups.values() if v > 0]
+        return float(math.exp(sum(map(math.log, values)) / len(values))) if values else 0.0
+
+
+@dataclass(frozen=True)
+class HostChoice(Choice):
+    """A `Choice` made from host measurements; `needs` names a variant whose agreement must be measured before the
+    rule can decide (the probe measures fidelity lazily, fastest candidate first)."""
+
+    needs: str | None = None
+
+
+def host_candidates(manifest: Manifest, provider: str, among: set[str] | None = None) -> list[str]:
+    """The quantized variants `auto` may take on this provider that the bundle has (fastest by the table first)."""
+    available = set(manifest.variants) if among is None else set(manifest.variants) & among
+    return [name for name in auto_preference(provider) if name in available]
+
+
+def host_choice(
+    manifest: Manifest,
+    provider: str,
+    measured: dict[str, HostMeasure],
+    min_agreement: float = MIN_AGREEMENT,
+    among: set[str] | None = None,
+) -> HostChoice:
+    """The fastest candidate that is at least MIN_SPEEDUP faster than the float path at every probed shape *on this
+    host* and agrees with fp32 on at least `min_agreement` of the host-check texts *on this host*; else the float
+    path (`auto_choice`'s fallback). Candidates the speed probe has not measured are never taken."""
+    candidates = host_candidates(manifest, provider, among)
+    ranked = sorted(candidates, key=lambda n: -measured[n].typical if n in measured else 0.0)
+    passed_over: list[str] = []
+    for name in ranked:
+        m = measured.get(name)
+        if m is None or not m.speedups:
+            passed_over.append(f"{name}: not probed on this host")
+            continue
+        speed = f"{m.slowest:.2f}× the float path at its slowest shape"
+        if m.slowest < MIN_SPEEDUP:
+            passed_over.append(f"{name}: {speed} (needs ≥ {MIN_SPEEDUP:.2f}×)")
+            continue
+        if m.agreement is None:
+            return HostChoice(REFERENCE, f"{name}: agreement not measured yet", needs=name)
+        if m.agreement_source == "none":
+            passed_over.append(f"{name}: no agreement with fp32 measured (neither recorded nor rerunnable here)")
+            continue
+        where = "on this host" if m.agreement_source == "host" else "recorded at export; no host-check texts to rerun"
+        fidelity = f"{m.agreement:.1%} agreement with fp32 on {m.n_texts or 'the recorded'} texts ({where})"
+        if m.agreement < min_agreement:
+            passed_over.append(f"{name}: {fidelity} < {min_agreement:.0%}")
+            continue
+        return HostChoice(name, f"fastest faithful variant on this host: {speed}, {fidelity}")
+    fallback = auto_choice(manifest, provider, min_agreement, among=(among or set(manifest.variants)) - set(ranked))
+    why = "; ".join(passed_over) if passed_over else "no faster variant for this provider in the bundle"
+    return HostChoice(fallback.variant, f"the faithful float path ({why})")

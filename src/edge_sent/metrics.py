@@ -33,3 +33,30 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[s
         "labels": list(labels),
         "confusion": matrix.tolist(),
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion: sound near 0 and 1, where agreement lives."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def agreement(reference_probs: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """A variant's answers against the reference's (fp32) on the same texts: label agreement with its count and
+    Wilson interval, and the probability deltas."""
+    delta = np.abs(reference_probs - probs)
+    same = int((reference_probs.argmax(axis=1) == probs.argmax(axis=1)).sum())
+    n = len(probs)
+    low, high = wilson_interval(same, n)
+    return {
+        "label_agreement": same / n if n else 0.0,
+        "max_abs_dprob": float(delta.max()) if n else 0.0,
+        "mean_abs_dprob": float(delta.mean()) if n else 0.0,
+        "n_texts": n,
+        "ci95": [round(low, 4), round(high, 4)],
+    }

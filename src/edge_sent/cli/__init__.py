@@ -33,6 +33,7 @@ from edge_sent.cli.bench_cmd import bench_cmd  # noqa: E402
 from edge_sent.cli.build import export_cmd, train_cmd  # noqa: E402
 from edge_sent.cli.score_cmd import score_cmd  # noqa: E402
 from edge_sent.cli.serve_cmd import serve_cmd  # noqa: E402
+from edge_sent.cli.tune_cmd import tune_cmd  # noqa: E402
 
 app.command("train")(train_cmd)
 app.command("export")(export_cmd)
@@ -43,6 +44,7 @@ app.command("verify")(verify_cmd)
 app.command("bench")(bench_cmd)
 app.command("score")(score_cmd)
 app.command("serve")(serve_cmd)
+app.command("tune")(tune_cmd)
 
 
 def main() -> None:

@@ -128,6 +128,14 @@ def export_cmd(
     eval_data: Annotated[Path | None, typer.Option("--eval", help="Labelled data: accuracy of every variant.")] = None,
     eval_limit: Annotated[int | None, typer.Option(help="Use only the first N rows of --eval.")] = None,
     verify_size: Annotated[int, typer.Option(help="Texts (spread over lengths) for parity checks.")] = 64,
+    host_check_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Texts (a random sample of the run's dev texts) every variant's agreement with fp32 is measured on, "
+            "at export and again by `auto` on each host; their fp32 probabilities go into the bundle.",
+        ),
+    ] = 300,
     text_column: Annotated[str, typer.Option(help="Text column/key in --eval and --calibration.")] = "text_a",
     label_column: Annotated[str, typer.Option(help="Label column/key in --eval.")] = "label",
     portable: Annotated[
@@ -190,6 +198,7 @@ def export_cmd(
         eval=eval_data,
         eval_limit=eval_limit,
         verify_size=verify_size,
+        host_check_size=host_check_size,
         portable=portable,
         force=force,
         data=DataConfig(text_field=text_column, label_field=label_column),

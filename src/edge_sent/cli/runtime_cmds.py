@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -28,6 +28,17 @@ MinAgreementOpt = Annotated[
     float,
     typer.Option(
         min=0.0, max=1.0, help="Label agreement with fp32 (recorded by the export) that --variant auto requires."
+    ),
+]
+
+
+ProbeOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--probe/--no-probe",
+        help="--variant auto: decide from speed and fidelity measured on this host (once per host, cached; the "
+        "default unless EDGE_SENT_PROBE=0), or from the export's recorded ranking (--no-probe).",
+        show_default=False,
     ),
 ]
 
@@ -70,6 +81,20 @@ def manifest_table(manifest: dict, root: Path) -> Table:
             {True: "yes", False: "no"}.get(v.get("batch_independent"), "?"),
         )
     return table
+
+
+def moving_variants(platforms: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """variant -> where its labels differ from the export machine's (the device matrix's record in the manifest)."""
+    moved = {}
+    for variant, rows in platforms.items():
+        differ = [
+            f"{platform} {row['labels_identical']:.1%} of labels identical (max |Δp| {row['max_abs_dprob']:.2g})"
+            for platform, row in rows.items()
+            if isinstance(row, dict) and row.get("labels_identical", 1.0) < 1.0
+        ]
+        if differ:
+            moved[variant] = "; ".join(differ)
+    return moved
 
 
 def strings_check(manifest: dict) -> dict:
@@ -141,6 +166,7 @@ def predict_cmd(
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
     min_agreement: MinAgreementOpt = MIN_AGREEMENT,
+    probe: ProbeOpt = None,
     batch_size: Annotated[int, typer.Option(help="Texts per batch (sorted by length, padded per batch).")] = 32,
     strings: Annotated[
         bool,
@@ -166,6 +192,7 @@ def predict_cmd(
         precision=precision,
         strings=strings,
         min_agreement=min_agreement,
+        probe=probe,
     )
     results = clf.predict(items, batch_size=batch_size)
     truncated = sum(r.truncated for r in results)
@@ -201,6 +228,7 @@ def eval_cmd(
     precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
     min_agreement: MinAgreementOpt = MIN_AGREEMENT,
+    probe: ProbeOpt = None,
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -213,7 +241,13 @@ def eval_cmd(
 
     dataset = load_labeled(data, DataConfig(text_field=text_column, label_field=label_column))
     clf = Classifier.load(
-        bundle, variant=variant, provider=provider, threads=threads, precision=precision, min_agreement=min_agreement
+        bundle,
+        variant=variant,
+        provider=provider,
+        threads=threads,
+        precision=precision,
+        min_agreement=min_agreement,
+        probe=probe,
     )
     # labels by name; else as the training data wrote them (bundles since 0.1 record them); else by their
     # position as an id ("0", "1", ... as in ChnSentiCorp). A real name always keeps its own position.
@@ -264,16 +298,36 @@ def info_cmd(
 ) -> None:
     """The bundle's manifest, readable: encoder, labels, variants with sizes and verification figures, and
     which variant `auto` takes on each provider, and why."""
+    from edge_sent.cli.tune_cmd import host_rows, host_table
+    from edge_sent.runtime.host_probe import cached_result
+    from edge_sent.runtime.session import SessionConfig, resolve_provider
+
     manifest = read_manifest(bundle)
     choices = {p: auto_choice(manifest, p, min_agreement) for p in PROVIDERS}
+    here = resolve_provider("auto")
+    host = cached_result(manifest, here, SessionConfig(provider=here), min_agreement)
+    moved = moving_variants(manifest.platforms)
     if json_out:
-        print_json(
-            manifest.data | {"auto": {p: {"variant": c.variant, "reason": c.reason} for p, c in choices.items()}}
-        )
+        host_json = None
+        if host is not None:
+            host_json = {"provider": here, "variant": host.choice.variant, "reason": host.choice.reason}
+            host_json["measured"] = host_rows(host.measured)
+        auto = {p: {"variant": c.variant, "reason": c.reason} for p, c in choices.items()}
+        print_json(manifest.data | {"auto": auto, "host": host_json, "moves_across_platforms": moved})
         return
     console.print(manifest_table(manifest.data, bundle))
     for provider, choice in choices.items():
-        console.print(f"auto on {provider}: [bold]{choice.variant}[/bold] — {choice.reason}")
+        console.print(f"auto on {provider} (recorded ranking): [bold]{choice.variant}[/bold] — {choice.reason}")
+    if host is not None:
+        console.print(host_table(host.measured, f"measured on this host ({here}; cached {host.cache_file})"))
+        console.print(f"auto on {here} on this host: [bold]{host.choice.variant}[/bold] — {host.choice.reason}")
+    else:
+        console.print(
+            f"auto on {here} on this host: not measured yet (`edge-sent tune {bundle}` measures it now; predict, "
+            "eval, score and serve measure it on first use)"
+        )
+    for variant, where in moved.items():
+        console.print(f"[yellow]note:[/yellow] variant {variant}'s answers move across platforms: {where}")
     for line in strings_summary(manifest.data):
         console.print(line)
     console.print(

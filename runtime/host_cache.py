@@ -1,0 +1,133 @@
+"""The host profile cache: what `auto`'s probe measured for one bundle on one machine, kept in the user's cache.
+
+One JSON file per key: the bundle's content (sha256 of its manifest, which hashes every file), the provider,
+the precision, the threads, the onnxruntime version and the CPU fingerprint (machine and ISA flags). The key
+is stored inside the file and compared on every read: a file that does not parse, or whose key or records do
+not match, is ignored (and later overwritten), never trusted. Written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from edge_sent.contract import MANIFEST, Manifest
+from edge_sent.fidelity import HostMeasure
+
+CACHE_ENV = "EDGE_SENT_CACHE"  # the cache root (the feature store lives there too)
+SCHEMA = 1
+# /proc/cpuinfo flags that change which kernels onnxruntime runs (x86) or the answers it gives (Arm features)
+ISA_MARKERS = ("avx", "fma", "f16c", "amx", "vnni", "bf16", "sse4", "asimd", "sve", "i8mm", "dotprod", "fp16", "fphp")
+
+
+def cache_root() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("edge-sent"))
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The ISA flags of this CPU that matter to onnxruntime's kernels (x86 `flags`, Arm `Features`)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(f for f in value.split() if any(marker in f for marker in ISA_MARKERS))
+    return sorted(flags)
+
+
+def cpu_fingerprint() -> dict[str, Any]:
+    return {"machine": platform.machine().lower(), "system": platform.system(), "isa": cpu_flags()}
+
+
+def manifest_sha256(manifest: Manifest) -> str:
+    return hashlib.sha256((manifest.root / MANIFEST).read_bytes()).hexdigest()
+
+
+def profile_key(manifest: Manifest, provider: str, precision: str, threads: int) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "bundle_manifest_sha256": manifest_sha256(manifest),
+        "provider": provider,
+        "precision": precision,
+        "threads": threads,
+        "onnxruntime": ort.__version__,
+        "cpu": cpu_fingerprint(),
+    }
+
+
+def profile_path(key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_root() / "host" / f"{digest}.json"
+
+
+def load_profile(key: dict[str, Any]) -> dict[str, HostMeasure]:
+    """The cached measurements for this key; {} when there are none or the file cannot be trusted."""
+    path = profile_path(key)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("key") != key:
+            return {}
+        return {name: _measure(name, record) for name, record in data["variants"].items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return {}
+
+
+def _measure(name: str, record: Any) -> HostMeasure:
+    if not isinstance(record, dict) or record.get("variant") != name:
+        raise ValueError(f"record for {name!r} is not a measurement of it")
+    speedups = {str(k): float(v) for k, v in record["speedups"].items()}
+    if any(not v > 0 for v in speedups.values()):
+        raise ValueError("speed-ups must be positive")
+    agreement = record.get("agreement")
+    if agreement is not None and not 0.0 <= float(agreement) <= 1.0:
+        raise ValueError("agreement out of range")
+    return HostMeasure(
+        variant=name,
+        ms={str(k): float(v) for k, v in record["ms"].items()},
+        speedups=speedups,
+        agreement=None if agreement is None else float(agreement),
+        max_abs_dprob=None if record.get("max_abs_dprob") is None else float(record["max_abs_dprob"]),
+        n_texts=int(record.get("n_texts", 0)),
+        agreement_source=str(record.get("agreement_source", "host")),
+    )
+
+
+def save_profile(key: dict[str, Any], measured: dict[str, HostMeasure], probe_s: float) -> Path:
+    """Write the profile atomically; an unwritable cache only costs a probe next time (returns the path)."""
+    path = profile_path(key)
+    data = {"key": key, "probe_s": round(probe_s, 3), "variants": {n: asdict(m) for n, m in measured.items()}}
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def cached_probe_seconds(key: dict[str, Any]) -> float | None:
+    try:
+        return float(json.loads(profile_path(key).read_text(encoding="utf-8"))["probe_s"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

@@ -1,0 +1,244 @@
+"""`auto` decided on the machine that runs the bundle: a short speed probe and a fidelity rerun, cached per host.
+
+Speed: each quantized candidate and the float path run side by side (rotated rounds, p50) at two shapes, one
+text and a batch of `PROBE_BATCH` texts, both at the bundle's typical length (the median token count of its
+host-check texts). Fidelity: the candidate reruns the bundle's host-check texts here and is compared with the
+fp32 probabilities the export recorded for them; measured lazily, fastest candidate first, only for candidates
+that beat the float path. The rule is `edge_sent.fidelity.host_choice`; the cache `host_cache`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edge_sent.contract import TOKENIZER, Manifest, check_file
+from edge_sent.errors import EdgeSentError
+from edge_sent.external_data import check_external_data
+from edge_sent.fidelity import (
+    MIN_AGREEMENT,
+    Choice,
+    HostChoice,
+    HostMeasure,
+    auto_choice,
+    host_candidates,
+    host_choice,
+    recorded,
+)
+from edge_sent.host_check import read_host_check
+from edge_sent.metrics import agreement
+from edge_sent.runtime import host_cache
+from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, Engine
+from edge_sent.runtime.session import SessionConfig, physical_cores, resolve_precision
+from edge_sent.tokenization import Batch, Tokenizer
+from edge_sent.variants import float_path
+
+PROBE_ENV = "EDGE_SENT_PROBE"  # "0": never probe, `auto` uses the export's recorded ranking
+PROBE_BATCH = 8
+SHAPES = ("1 text", f"{PROBE_BATCH} texts")
+
+
+def probing_enabled(probe: bool | None = None) -> bool:
+    """An explicit choice wins; else the environment (`EDGE_SENT_PROBE=0` turns probing off)."""
+    if probe is not None:
+        return probe
+    return os.environ.get(PROBE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How long the speed probe runs: at least `min_rounds` rotated rounds, then until `budget_s` of timed runs
+    per shape have passed or `max_rounds` are done."""
+
+    budget_s: float = 1.0
+    min_rounds: int = 3
+    max_rounds: int = 25
+    clock: Callable[[], float] = field(default=time.perf_counter, compare=False)
+    notify: Callable[[str], None] | None = field(default=None, compare=False)  # None: a note on stderr
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What `auto` chose on this host, from which measurements, and what probing cost (0 when cached)."""
+
+    choice: Choice
+    measured: dict[str, HostMeasure]
+    probe_s: float
+    cache_file: Path | None
+    probed: bool
+
+
+def _stderr_note(message: str) -> None:
+    sys.stderr.write(f"edge-sent: {message}\n")
+    sys.stderr.flush()
+
+
+def _engine(manifest: Manifest, variant: str, tokenizer: Tokenizer, config: SessionConfig) -> Engine:
+    path = check_file(manifest, manifest.variant_file(variant))
+    for name in check_external_data(path, set(manifest.files)):
+        check_file(manifest, name)
+    return Engine(path, tokenizer, config)
+
+
+def probe_batches(tokenizer: Tokenizer, texts: list[str], typical: int) -> dict[str, Batch]:
+    """The probe's inputs: the text nearest the typical length alone, and the PROBE_BATCH nearest it together."""
+    encoded = tokenizer.encode(texts or ["很好" * max(1, typical // 2)])
+    nearest = np.argsort([abs(len(e.ids) - typical) for e in encoded], kind="stable")
+    return {
+        SHAPES[0]: tokenizer.pad(encoded, nearest[:1]),
+        SHAPES[1]: tokenizer.pad(encoded, np.resize(nearest[:PROBE_BATCH], PROBE_BATCH)),
+    }
+
+
+def time_variants(engines: dict[str, Engine], batches: dict[str, Batch], settings: ProbeSettings) -> dict[str, dict]:
+    """p50 milliseconds of every engine at every shape, in rotated rounds so that drift hits all alike."""
+    names = list(engines)
+    ms: dict[str, dict[str, float]] = {name: {} for name in names}
+    for shape, batch in batches.items():
+        feeds = batch.feeds()
+        for name in names:  # warm-up: first-run allocations are not the variant's speed
+            engines[name].run(feeds)
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        spent, rounds = 0.0, 0
+        while rounds < settings.max_rounds and (rounds < settings.min_rounds or spent < settings.budget_s):
+            for name in names[rounds % len(names) :] + names[: rounds % len(names)]:
+                started = settings.clock()
+                engines[name].run(feeds)
+                elapsed = settings.clock() - started
+                samples[name].append(elapsed)
+                spent += elapsed
+            rounds += 1
+        for name in names:
+            ms[name][shape] = float(np.median(samples[name])) * 1000
+    return ms
+
+
+def measure_agreement(engine: Engine, texts: list[str], reference: np.ndarray, batch_size: int) -> dict:
+    """The variant's answers on the host-check texts here against fp32's recorded ones."""
+    probs = engine.run_texts(texts, batch_size)["probabilities"]
+    return agreement(reference, probs)
+
+
+class HostProbe:
+    """One bundle on one host: loads what the rule asks for, measures it, keeps the cache up to date."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        provider: str,
+        config: SessionConfig,
+        min_agreement: float = MIN_AGREEMENT,
+        among: set[str] | None = None,
+        settings: ProbeSettings | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.provider = provider
+        self.config = replace(config, threads=config.threads or physical_cores())
+        self.min_agreement = min_agreement
+        self.among = among
+        self.settings = settings or ProbeSettings()
+        precision = resolve_precision(provider, config.precision)
+        self.key = host_cache.profile_key(manifest, provider, precision, self.config.threads or 1)
+        self.tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
+        self._engines: dict[str, Engine] = {}
+        self._check: tuple[list[str], np.ndarray] | None = None
+        self.spent = 0.0
+
+    def _load(self, variant: str) -> Engine:
+        if variant not in self._engines:
+            self._engines[variant] = _engine(self.manifest, variant, self.tokenizer, self.config)
+        return self._engines[variant]
+
+    def _host_check(self) -> tuple[list[str], np.ndarray] | None:
+        if self.manifest.host_check is None:
+            return None
+        if self._check is None:
+            self._check = read_host_check(self.manifest)
+        return self._check
+
+    def _note(self, message: str) -> None:
+        (self.settings.notify or _stderr_note)(message)
+
+    def measure_speed(self, candidates: list[str]) -> dict[str, HostMeasure]:
+        reference = next(n for n in float_path(self.provider) if n in self.manifest.variants)
+        check = self._host_check()
+        typical = self.manifest.host_check.typical_length if self.manifest.host_check else 64
+        batches = probe_batches(self.tokenizer, check[0] if check else [], min(typical, self.manifest.max_length))
+        engines = {name: self._load(name) for name in (reference, *candidates)}
+        ms = time_variants(engines, batches, self.settings)
+        return {
+            name: HostMeasure(name, ms[name], {s: ms[reference][s] / ms[name][s] for s in ms[name]}) for name in engines
+        }
+
+    def measure_fidelity(self, measure: HostMeasure) -> HostMeasure:
+        check = self._host_check()
+        if check is None:  # an older bundle: the export's figure is all there is
+            was = recorded(self.manifest.variants[measure.variant], self.provider)
+            if was is None:
+                return replace(measure, agreement=0.0, agreement_source="none")
+            return replace(measure, agreement=was.agreement, agreement_source="recorded")
+        texts, reference = check
+        batch = self.manifest.host_check.batch_size if self.manifest.host_check else DEFAULT_BATCH_SIZE
+        result = measure_agreement(self._load(measure.variant), texts, reference, batch)
+        return replace(
+            measure,
+            agreement=result["label_agreement"],
+            max_abs_dprob=result["max_abs_dprob"],
+            n_texts=result["n_texts"],
+            agreement_source="host",
+        )
+
+    def decide(self, refresh: bool = False, every: bool = False) -> HostResult:
+        """Decide from the cache, measuring what is missing (all of it with `refresh`; every candidate's fidelity,
+        not just the ones the rule needs, with `every`)."""
+        candidates = host_candidates(self.manifest, self.provider, self.among)
+        if not candidates:
+            choice = auto_choice(self.manifest, self.provider, self.min_agreement, self.among)
+            return HostResult(choice, {}, 0.0, None, False)
+        measured = {} if refresh else host_cache.load_profile(self.key)
+        probed = False
+        started = self.settings.clock()
+        if any(n not in measured or not measured[n].speedups for n in candidates):
+            self._note(
+                f"first use of {self.manifest.root} on this host ({self.provider}): measuring the speed and "
+                f"fidelity of {', '.join(candidates)} against the float path (once; cached in "
+                f"{host_cache.profile_path(self.key).parent})"
+            )
+            measured = self.measure_speed(candidates)
+            probed = True
+        pending = [n for n in candidates if every and measured[n].agreement is None]
+        while True:
+            for name in pending:
+                measured[name] = self.measure_fidelity(measured[name])
+                probed = True
+            choice: HostChoice = host_choice(self.manifest, self.provider, measured, self.min_agreement, self.among)
+            if choice.needs is None:
+                break
+            pending = [choice.needs]
+        spent = self.settings.clock() - started if probed else 0.0
+        path = host_cache.save_profile(self.key, measured, spent) if probed else host_cache.profile_path(self.key)
+        return HostResult(choice, measured, spent, path, probed)
+
+
+def cached_result(
+    manifest: Manifest, provider: str, config: SessionConfig, min_agreement: float = MIN_AGREEMENT
+) -> HostResult | None:
+    """What the cache says for this host without measuring anything (`edge-sent info`); None when not probed."""
+    try:
+        probe = HostProbe(manifest, provider, config, min_agreement)
+    except EdgeSentError:
+        return None
+    candidates = host_candidates(manifest, provider, None)
+    measured = host_cache.load_profile(probe.key)
+    if not candidates or any(n not in measured for n in candidates):
+        return None
+    choice = host_choice(manifest, provider, measured, min_agreement)
+    if choice.needs is not None:
+        return None
+    return HostResult(choice, measured, 0.0, host_cache.profile_path(probe.key), False)
