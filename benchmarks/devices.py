@@ -206,7 +206,7 @@ def matrix(args: argparse.Namespace) -> dict[str, Any]:
         elif "haswell" in args.platforms:
             notes[reference_name] += "; this machine has no AVX-512: it is the AVX2 class itself"
         if "arm64" in args.platforms:
-            if args.arm64_root and (args.arm64_root / ".edge-sent-ready").is_file():
+            if args.arm64_root and (args.arm64_root / ".emu-complete").is_file():
                 root = args.arm64_root.resolve()
                 platforms["aarch64"] = arm64_platform(root, work, bundle, ort_dir, timeout, batch)
                 notes["aarch64"] = EMULATED + "; onnxruntime warns that it cannot read the CPU's caches (no /sys)"

@@ -34,6 +34,7 @@ class ExportConfig:
     verify_size: int = 64  # texts fp32 is checked against torch on (one at a time), and the labels recorded
     host_check_size: int = 300  # texts every variant's agreement with fp32 is measured on, here and on each host
     portable: bool = False
+    reduce_range: bool = False  # int8 / int8-static with 7-bit weights (answers that move less across x86 CPUs)
     force: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     quiet: bool = False

@@ -28,7 +28,9 @@ for _name in ("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits
 _DEFAULT_TYPE = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # needed to quantize an already-fused graph
 
 
-def quantize_int8(fused: Path, out: Path) -> None:
+def quantize_int8(fused: Path, out: Path, reduce_range: bool = False) -> None:
+    """Dynamic int8, per-channel weights. `reduce_range`: 7-bit weights, so that the u8 activation × s8 weight
+    pairs of x86 kernels without VNNI (AVX2's vpmaddubsw) cannot saturate their 16-bit sums."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
@@ -36,7 +38,7 @@ def quantize_int8(fused: Path, out: Path) -> None:
         out,
         op_types_to_quantize=["MatMul", "Attention", "EmbedLayerNormalization", "Gather"],
         per_channel=True,
-        reduce_range=False,
+        reduce_range=reduce_range,
         weight_type=QuantType.QInt8,
         extra_options=dict(_DEFAULT_TYPE),
     )
@@ -56,7 +58,9 @@ class _Calibration:
         pass
 
 
-def quantize_int8_static(raw: Path, out: Path, encoder: Tokenizer, texts: list[str]) -> None:
+def quantize_int8_static(
+    raw: Path, out: Path, encoder: Tokenizer, texts: list[str], reduce_range: bool = False
+) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -70,6 +74,7 @@ def quantize_int8_static(raw: Path, out: Path, encoder: Tokenizer, texts: list[s
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"],
             per_channel=True,
+            reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,

@@ -46,6 +46,7 @@ __all__ = ["ExportConfig", "export_bundle"]
 
 VERIFY_BATCH = 8  # dynamic int8 scales activations per batch: recorded so the labels can be reproduced
 EVAL_BATCH = 32
+REDUCE_RANGE_VARIANTS = ("int8", "int8-static")  # the u8 × s8 recipes `--reduce-range` applies to
 HOST_CHECK_BATCH = DEFAULT_BATCH_SIZE  # the runtime's default batch: what a host's answers are checked at
 
 
@@ -113,8 +114,15 @@ def build_variant(job: Prepared, tmp: Path, name: str) -> dict:
     target = tmp / VARIANT_FILES[name]
     _checkpoint(f"variant:{name}")
     started = time.perf_counter()
+    reduce_range = job.config.reduce_range and name in REDUCE_RANGE_VARIANTS
     inputs = BuildInputs(
-        tmp / VARIANT_FILES[REFERENCE], tmp / PORTABLE_FILE, job.geometry, job.cls_only, job.tokenizer, job.calibration
+        tmp / VARIANT_FILES[REFERENCE],
+        tmp / PORTABLE_FILE,
+        job.geometry,
+        job.cls_only,
+        job.tokenizer,
+        job.calibration,
+        reduce_range,
     )
     BUILDERS[name](inputs, target)
     entry: dict = {
@@ -123,6 +131,8 @@ def build_variant(job: Prepared, tmp: Path, name: str) -> dict:
         "ops": graph.op_counts(onnx.load(str(target), load_external_data=False)),
         "batch_independent": VARIANTS[name].batch_independent,  # False: a text's answer moves with its batch
     }
+    if name in REDUCE_RANGE_VARIANTS:
+        entry["reduce_range"] = reduce_range
     if VARIANTS[name].needs_calibration:
         entry["calibration"] = {"source": str(job.calibration_source), "n_texts": len(job.calibration)}
         entry["calibration"]["method"] = "minmax"

@@ -25,17 +25,18 @@ class BuildInputs:
     cls_only: bool  # the last layer runs on the [CLS] row only
     tokenizer: Tokenizer
     calibration: tuple[str, ...]  # calibration texts (variants with needs_calibration)
+    reduce_range: bool = False  # int8 / int8-static: 7-bit weights (no u8×s8 saturation on x86 without VNNI)
 
 
 Builder = Callable[[BuildInputs, Path], None]
 
 
 def _int8(src: BuildInputs, out: Path) -> None:
-    quantize.quantize_int8(src.fused, out)
+    quantize.quantize_int8(src.fused, out, src.reduce_range)
 
 
 def _int8_static(src: BuildInputs, out: Path) -> None:
-    quantize.quantize_int8_static(src.raw, out, src.tokenizer, list(src.calibration))
+    quantize.quantize_int8_static(src.raw, out, src.tokenizer, list(src.calibration), src.reduce_range)
 
 
 def _fp16(src: BuildInputs, out: Path) -> None:

@@ -138,6 +138,14 @@ def export_cmd(
     ] = 300,
     text_column: Annotated[str, typer.Option(help="Text column/key in --eval and --calibration.")] = "text_a",
     label_column: Annotated[str, typer.Option(help="Label column/key in --eval.")] = "label",
+    reduce_range: Annotated[
+        bool,
+        typer.Option(
+            "--reduce-range",
+            help="int8 and int8-static with 7-bit weights: x86 CPUs without VNNI cannot saturate their u8×s8 sums, "
+            "so answers move less between CPU classes, at some cost in agreement with fp32 (see the device table).",
+        ),
+    ] = False,
     portable: Annotated[
         bool,
         typer.Option("--portable", help="Also keep model_portable.onnx (standard ops, for TensorRT & co.)."),
@@ -200,6 +208,7 @@ def export_cmd(
         verify_size=verify_size,
         host_check_size=host_check_size,
         portable=portable,
+        reduce_range=reduce_range,
         force=force,
         data=DataConfig(text_field=text_column, label_field=label_column),
         quiet=json_out,
