@@ -20,7 +20,7 @@ from tests.conftest import ROOT, run_cli
 from tests.test_js import require
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import devices  # noqa: E402
+import devices
 
 ARM64_ROOT = Path(os.environ.get("EDGE_SENT_ARM64_ROOT", ROOT / ".emu" / "arm64"))
 

@@ -87,7 +87,10 @@ def test_on_avx2_auto_never_takes_a_variant_slower_than_fp32(bundle: Path, monke
     assert "int8: 95.0% agreement with fp32 on 200 texts (on this host) < 98%" in result.choice.reason
     assert host.fidelity_runs == ["int8"]  # int8-block is slower than fp32: its fidelity is never measured
     # faithful int8 on the same host: the fastest faithful one
-    assert decide(bundle, FakeHost(monkeypatch, AVX2, {"int8": 0.99, "int8-block": 0.99}), refresh=True).choice.variant == "int8"
+    assert (
+        decide(bundle, FakeHost(monkeypatch, AVX2, {"int8": 0.99, "int8-block": 0.99}), refresh=True).choice.variant
+        == "int8"
+    )
 
 
 def test_on_vnni_the_fastest_faithful_variant_wins(bundle: Path, monkeypatch) -> None:
