@@ -216,3 +216,19 @@ def test_cli_notes_the_first_probe_tune_measures_all_info_shows_the_host(bundle:
     assert "measured on this host" in text and f"auto on cpu on this host: {report['variant']}" in text
     shutil.rmtree(fresh_cache / "host")
     assert "not measured yet" in run_cli("info", str(bundle), env=env).stdout
+
+
+def test_serve_probes_at_startup_before_it_is_healthy(bundle: Path, fresh_cache: Path, tmp_path: Path) -> None:
+    import requests
+
+    from .test_serve import running
+
+    with running(bundle, tmp_path, env={"EDGE_SENT_CACHE": str(fresh_cache)}) as server:
+        assert list((fresh_cache / "host").glob("*.json"))  # measured before /health said 200
+        info = requests.get(server.url + "/info", timeout=30).json()
+        assert "first use of" in server.output()
+    manifest = read_manifest(bundle)
+    (profile,) = (fresh_cache / "host").glob("*.json")
+    measured = host_cache.load_profile(json.loads(profile.read_text())["key"])
+    assert info["variant"] == host_choice(manifest, "cpu", measured).variant
+    assert info["variant_reason"] == host_choice(manifest, "cpu", measured).reason

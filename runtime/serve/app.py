@@ -151,6 +151,7 @@ def create_app(classifier: Classifier, config: ServeConfig, bundle: Path, state:
                 "encoder": (manifest.data.get("encoder") or {}).get("spec"),
                 "random_weights": manifest.random_weights,
                 "variant": classifier.variant,
+                "variant_reason": classifier.why,  # `auto`: what this host measured (startup probe), or "named"
                 "provider": classifier.providers[0],
                 "precision": classifier.precision,
                 "labels": labels,
