@@ -75,8 +75,11 @@ def python_platform(
     return run_answers([*module, "--ort", str(ort_dir), "--batch-size", str(batch)], out, timeout)
 
 
-def arm64_platform(root: Path, work: Path, bundle: Path, ort_dir: Path, timeout: int, batch: int) -> dict[str, Any]:
-    """Copy the inputs into the arm64 root and run the answers module there (chroot, binfmt qemu-aarch64)."""
+def arm64_platform(
+    root: Path, work: Path, bundle: Path, ort_dir: Path, timeout: int, batch: int, cpu: str | None = None
+) -> dict[str, Any]:
+    """Copy the inputs into the arm64 root and run the answers module there (chroot, binfmt qemu-aarch64);
+    `cpu`: the emulated CPU model (QEMU_CPU; default qemu's `max`: NEON, dotprod, i8mm, bf16, SVE)."""
     inside = root / "tmp" / "edge-sent-devices"
     shutil.rmtree(inside, ignore_errors=True)
     shutil.copytree(bundle, inside / "bundle")
@@ -85,10 +88,17 @@ def arm64_platform(root: Path, work: Path, bundle: Path, ort_dir: Path, timeout:
     at = Path("/tmp/edge-sent-devices")
     command = [str(ROOT / "scripts" / "in-arm64.sh"), str(root), "/opt/venv/bin/python", "-m"]
     command += ["edge_sent.runtime.answers", str(at / "bundle"), str(at / "texts.txt"), str(at / "answers.json")]
+    env_before = os.environ.get("QEMU_CPU")
     try:
         command += ["--ort", str(at / "ort"), "--batch-size", str(batch)]
+        if cpu:
+            os.environ["QEMU_CPU"] = cpu
         return run_answers(command, inside / "answers.json", timeout)
     finally:
+        if env_before is None:
+            os.environ.pop("QEMU_CPU", None)
+        else:
+            os.environ["QEMU_CPU"] = env_before
         shutil.rmtree(inside, ignore_errors=True)
 
 
@@ -196,9 +206,8 @@ def matrix(args: argparse.Namespace) -> dict[str, Any]:
         platforms[reference_name] = one_by_one
         notes[reference_name] = "reference: native, this machine"
         if "avx512f" in here["cpu_flags"] and "haswell" in args.platforms:
-            qemu = shutil.which("qemu-x86_64-static")
-            if qemu:
-                prefix = [qemu, "-cpu", "Haswell", sys.executable]
+            if shutil.which("qemu-x86_64-static"):
+                prefix = [str(ROOT / "scripts" / "in-haswell.sh"), sys.executable]
                 platforms["x86-64 AVX2 (Haswell)"] = python_platform(prefix, work, bundle, ort_dir, timeout, batch)
                 notes["x86-64 AVX2 (Haswell)"] = EMULATED
             else:
@@ -209,7 +218,11 @@ def matrix(args: argparse.Namespace) -> dict[str, Any]:
             if args.arm64_root and (args.arm64_root / ".emu-complete").is_file():
                 root = args.arm64_root.resolve()
                 platforms["aarch64"] = arm64_platform(root, work, bundle, ort_dir, timeout, batch)
-                notes["aarch64"] = EMULATED + "; onnxruntime warns that it cannot read the CPU's caches (no /sys)"
+                notes["aarch64"] = EMULATED + "; qemu's `max` CPU (NEON, dotprod, i8mm, bf16, SVE)"
+                if "arm64-a72" in args.platforms:
+                    name = "aarch64 Cortex-A72"
+                    platforms[name] = arm64_platform(root, work, bundle, ort_dir, timeout, batch, "cortex-a72")
+                    notes[name] = EMULATED + "; Cortex-A72: NEON only (no dotprod, no i8mm), a Raspberry Pi 4's core"
             else:
                 notes["aarch64"] = "not run: no arm64 root (scripts/arm64-root.sh)"
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -312,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--n", type=int, default=200, help="texts (the first N of the test split)")
     parser.add_argument("--arm64-root", type=Path, default=ROOT / ".emu" / "arm64")
-    parser.add_argument("--platforms", default="haswell,arm64,node,browser")
+    parser.add_argument("--platforms", default="haswell,arm64,arm64-a72,node,browser")
     parser.add_argument("--ort-all", action="store_true", help="convert every variant to .ort (default: int8 only)")
     parser.add_argument(
         "--emulated-batch", type=int, default=16, help="texts per batch on the emulated platforms (speed only)"

@@ -107,9 +107,12 @@ class Classifier:
         among = set(manifest.string_files) if strings else None
         config = SessionConfig(provider=short, threads=threads, strict=strict, precision=precision)
         why = "named"
+        probed: Engine | None = None
         if variant == "auto" and probing_enabled(probe):
-            decided = HostProbe(manifest, short, config, min_agreement, among).decide()
+            host = HostProbe(manifest, short, config, min_agreement, among)
+            decided = host.decide()
             chosen, why = decided.choice.variant, decided.choice.reason
+            probed = None if strings else host.engine(chosen)
         else:
             chosen = choose_variant(manifest, variant, short, among, min_agreement)
             if variant == "auto":
@@ -120,7 +123,7 @@ class Classifier:
         for name in check_external_data(model_path, set(manifest.files)):
             check_file(manifest, name)
         tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
-        engine = (StringEngine if strings else Engine)(model_path, tokenizer, config)
+        engine = probed or (StringEngine if strings else Engine)(model_path, tokenizer, config)
         engine.require_outputs(PROBABILITIES)
         classifier = cls(manifest, chosen, engine, why)
         classifier.predict(["warm-up"])

@@ -106,6 +106,7 @@ def _measure(name: str, record: Any) -> HostMeasure:
         max_abs_dprob=None if record.get("max_abs_dprob") is None else float(record["max_abs_dprob"]),
         n_texts=int(record.get("n_texts", 0)),
         agreement_source=str(record.get("agreement_source", "host")),
+        complete=bool(record.get("complete", True)),
     )
 
 

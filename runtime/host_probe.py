@@ -119,10 +119,28 @@ def time_variants(engines: dict[str, Engine], batches: dict[str, Batch], setting
     return ms
 
 
-def measure_agreement(engine: Engine, texts: list[str], reference: np.ndarray, batch_size: int) -> dict:
-    """The variant's answers on the host-check texts here against fp32's recorded ones."""
-    probs = engine.run_texts(texts, batch_size)["probabilities"]
-    return agreement(reference, probs)
+def measure_agreement(
+    engine: Engine, texts: list[str], reference: np.ndarray, batch_size: int, floor: float = 0.0
+) -> dict:
+    """The variant's answers on the host-check texts here against fp32's recorded ones, in length-sorted batches
+    (the export's batching). Stops as soon as more labels differ than `floor` allows over all the texts (the
+    variant can no longer reach it): then `complete` is False and `label_agreement` is the best it could reach."""
+    encoded = engine.encode(texts)
+    allowed = (1.0 - floor) * len(texts)
+    probs = np.zeros_like(reference)
+    seen = np.zeros(len(texts), dtype=bool)
+    for batch in engine.tokenizer.batches(encoded, batch_size):
+        probs[batch.index] = engine.run_batch(batch)[0]
+        seen[batch.index] = True
+        differ = int((probs[seen].argmax(axis=1) != reference[seen].argmax(axis=1)).sum())
+        if differ > allowed and not seen.all():
+            result = agreement(reference[seen], probs[seen])
+            return result | {
+                "label_agreement": 1.0 - differ / len(texts),
+                "n_texts": int(seen.sum()),
+                "complete": False,
+            }
+    return agreement(reference, probs) | {"complete": True}
 
 
 class HostProbe:
@@ -150,6 +168,10 @@ class HostProbe:
         self._check: tuple[list[str], np.ndarray] | None = None
         self.spent = 0.0
 
+    def engine(self, variant: str) -> Engine | None:
+        """The session the probe already made for this variant (so that loading it again costs nothing)."""
+        return self._engines.get(variant)
+
     def _load(self, variant: str) -> Engine:
         if variant not in self._engines:
             self._engines[variant] = _engine(self.manifest, variant, self.tokenizer, self.config)
@@ -176,7 +198,7 @@ class HostProbe:
             name: HostMeasure(name, ms[name], {s: ms[reference][s] / ms[name][s] for s in ms[name]}) for name in engines
         }
 
-    def measure_fidelity(self, measure: HostMeasure) -> HostMeasure:
+    def measure_fidelity(self, measure: HostMeasure, floor: float = 0.0) -> HostMeasure:
         check = self._host_check()
         if check is None:  # an older bundle: the export's figure is all there is
             was = recorded(self.manifest.variants[measure.variant], self.provider)
@@ -185,13 +207,14 @@ class HostProbe:
             return replace(measure, agreement=was.agreement, agreement_source="recorded")
         texts, reference = check
         batch = self.manifest.host_check.batch_size if self.manifest.host_check else DEFAULT_BATCH_SIZE
-        result = measure_agreement(self._load(measure.variant), texts, reference, batch)
+        result = measure_agreement(self._load(measure.variant), texts, reference, batch, floor)
         return replace(
             measure,
             agreement=result["label_agreement"],
             max_abs_dprob=result["max_abs_dprob"],
             n_texts=result["n_texts"],
             agreement_source="host",
+            complete=result["complete"],
         )
 
     def decide(self, refresh: bool = False, every: bool = False) -> HostResult:
@@ -212,10 +235,11 @@ class HostProbe:
             )
             measured = self.measure_speed(candidates)
             probed = True
-        pending = [n for n in candidates if every and measured[n].agreement is None]
+        pending = [n for n in candidates if every and (measured[n].agreement is None or not measured[n].complete)]
+        floor = 0.0 if every else self.min_agreement  # `tune` measures every text; `auto` stops once out of reach
         while True:
             for name in pending:
-                measured[name] = self.measure_fidelity(measured[name])
+                measured[name] = self.measure_fidelity(measured[name], floor)
                 probed = True
             choice: HostChoice = host_choice(self.manifest, self.provider, measured, self.min_agreement, self.among)
             if choice.needs is None:

@@ -41,10 +41,10 @@ class FakeHost:
             self.runs.append(engine.model_path.name)
             return real_run(engine, feeds, outputs)
 
-        def fidelity(engine, texts, reference, batch_size):
+        def fidelity(engine, texts, reference, batch_size, floor=0.0):
             name = {"model_quantized.onnx": "int8", "model_int8_block.onnx": "int8-block"}[engine.model_path.name]
             self.fidelity_runs.append(name)
-            return {"label_agreement": agreements[name], "max_abs_dprob": 0.1, "n_texts": len(texts)}
+            return {"label_agreement": agreements[name], "max_abs_dprob": 0.1, "n_texts": len(texts), "complete": True}
 
         monkeypatch.setattr(Engine, "run", run)
         monkeypatch.setattr(host_probe, "measure_agreement", fidelity)
@@ -157,6 +157,9 @@ def test_the_rule_never_takes_an_unprobed_or_unmeasured_variant() -> None:
     assert host_choice(manifest, "cpu", measured).needs == "int8"  # asks for fidelity before deciding
     borderline = {"int8": HostMeasure("int8", {}, {"1 text": 3.0, "8 texts": MIN_SPEEDUP - 0.01}, 1.0, 0.0, 200)}
     assert host_choice(manifest, "cpu", borderline).variant == "fp32"  # slower at one shape is enough to refuse
+    partial = {"int8": HostMeasure("int8", {}, fast, 0.96, 0.5, 40, "host", complete=False)}
+    assert "at most 96.0% agreement" in host_choice(manifest, "cpu", partial).reason  # out of reach of 98%
+    assert host_choice(manifest, "cpu", partial, min_agreement=0.9).needs == "int8"  # within reach of 90%: measure
     none = {"int8": HostMeasure("int8", {}, fast, 0.0, None, 0, "none")}
     assert "no agreement with fp32 measured" in host_choice(manifest, "cpu", none).reason
     assert host_choice(manifest, "cuda", {}).variant == "fp32"  # no CPU candidates on CUDA: the float path
@@ -232,3 +235,18 @@ def test_serve_probes_at_startup_before_it_is_healthy(bundle: Path, fresh_cache:
     measured = host_cache.load_profile(json.loads(profile.read_text())["key"])
     assert info["variant"] == host_choice(manifest, "cpu", measured).variant
     assert info["variant_reason"] == host_choice(manifest, "cpu", measured).reason
+
+
+def test_host_fidelity_reproduces_the_export_and_stops_once_out_of_reach(bundle: Path) -> None:
+    from edge_sent.host_check import read_host_check
+
+    manifest = read_manifest(bundle)
+    texts, reference = read_host_check(manifest)
+    int8 = Classifier.load(bundle, variant="int8", provider="cpu").engine
+    whole = host_probe.measure_agreement(int8, texts, reference, manifest.host_check.batch_size)
+    recorded_here = manifest.variants["int8"].verification.host_check_vs_fp32
+    assert whole["complete"] and whole["n_texts"] == len(texts) == 200
+    assert whole["label_agreement"] == recorded_here.label_agreement  # same machine, same batches: same answers
+    early = host_probe.measure_agreement(int8, texts, reference, manifest.host_check.batch_size, floor=0.98)
+    assert not early["complete"] and early["n_texts"] < len(texts)
+    assert whole["label_agreement"] <= early["label_agreement"] < 0.98  # an upper bound, already below the floor

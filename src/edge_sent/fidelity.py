@@ -135,6 +135,7 @@ class HostMeasure:
     max_abs_dprob: float | None = None
     n_texts: int = 0
     agreement_source: str = "host"  # "host": rerun here; "recorded": the export's figure (no host-check texts)
+    complete: bool = True  # False: stopped early once the floor was out of reach; `agreement` is then an upper bound
 
     @property
     def slowest(self) -> float:
@@ -191,6 +192,10 @@ def host_choice(
             continue
         where = "on this host" if m.agreement_source == "host" else "recorded at export; no host-check texts to rerun"
         fidelity = f"{m.agreement:.1%} agreement with fp32 on {m.n_texts or 'the recorded'} texts ({where})"
+        if not m.complete:
+            fidelity = f"at most {m.agreement:.1%} agreement with fp32 (stopped after {m.n_texts} texts, {where})"
+            if m.agreement >= min_agreement:  # a lower floor than the one it stopped at: measure it whole
+                return HostChoice(REFERENCE, f"{name}: agreement measured in part only", needs=name)
         if m.agreement < min_agreement:
             passed_over.append(f"{name}: {fidelity} < {min_agreement:.0%}")
             continue
