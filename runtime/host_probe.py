@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,9 @@ def probe_batches(tokenizer: Tokenizer, texts: list[str], typical: int) -> dict[
     }
 
 
-def time_variants(engines: dict[str, Engine], batches: dict[str, Batch], settings: ProbeSettings) -> dict[str, dict]:
+def time_variants(
+    engines: dict[str, Engine], batches: dict[str, Batch], settings: ProbeSettings
+) -> dict[str, dict[str, float]]:
     """p50 milliseconds of every engine at every shape, in rotated rounds so that drift hits all alike."""
     names = list(engines)
     ms: dict[str, dict[str, float]] = {name: {} for name in names}
@@ -121,7 +124,7 @@ def time_variants(engines: dict[str, Engine], batches: dict[str, Batch], setting
 
 def measure_agreement(
     engine: Engine, texts: list[str], reference: np.ndarray, batch_size: int, floor: float = 0.0
-) -> dict:
+) -> dict[str, Any]:
     """The variant's answers on the host-check texts here against fp32's recorded ones, in length-sorted batches
     (the export's batching). Stops as soon as more labels differ than `floor` allows over all the texts (the
     variant can no longer reach it): then `complete` is False and `label_agreement` is the best it could reach."""
@@ -222,8 +225,8 @@ class HostProbe:
         not just the ones the rule needs, with `every`)."""
         candidates = host_candidates(self.manifest, self.provider, self.among)
         if not candidates:
-            choice = auto_choice(self.manifest, self.provider, self.min_agreement, self.among)
-            return HostResult(choice, {}, 0.0, None, False)
+            recorded_choice = auto_choice(self.manifest, self.provider, self.min_agreement, self.among)
+            return HostResult(recorded_choice, {}, 0.0, None, False)
         measured = {} if refresh else host_cache.load_profile(self.key)
         probed = False
         started = self.settings.clock()

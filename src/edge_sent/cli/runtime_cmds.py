@@ -308,7 +308,7 @@ def info_cmd(
     host = cached_result(manifest, here, SessionConfig(provider=here), min_agreement)
     moved = moving_variants(manifest.platforms)
     if json_out:
-        host_json = None
+        host_json: dict[str, Any] | None = None
         if host is not None:
             host_json = {"provider": here, "variant": host.choice.variant, "reason": host.choice.reason}
             host_json["measured"] = host_rows(host.measured)
