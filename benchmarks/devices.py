@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,9 @@ def read_texts(n: int) -> list[str]:
     return texts
 
 
-def run_answers(command: list[str], out: Path, timeout: int) -> dict[str, Any]:
+def run_answers(command: list[str], out: Path, timeout: int, env: dict[str, str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if proc.returncode != 0 or not out.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"{' '.join(command[:3])}…: exit {proc.returncode}: {' | '.join(tail)}")
@@ -68,38 +69,61 @@ def run_answers(command: list[str], out: Path, timeout: int) -> dict[str, Any]:
 
 
 def python_platform(
-    prefix: list[str], work: Path, bundle: Path, ort_dir: Path, timeout: int, batch: int
+    prefix: list[str], work: Path, bundle: Path, ort_dir: Path, timeout: int, batch: int, threads: int = 0
 ) -> dict[str, Any]:
     out = work / f"answers-{os.getpid()}-{time.monotonic_ns()}.json"
     module = [*prefix, "-m", "edge_sent.runtime.answers", str(bundle), str(work / "texts.txt"), str(out)]
-    return run_answers([*module, "--ort", str(ort_dir), "--batch-size", str(batch)], out, timeout)
+    module += ["--ort", str(ort_dir), "--batch-size", str(batch)] + (["--threads", str(threads)] if threads else [])
+    return run_answers(module, out, timeout)
 
 
 def arm64_platform(
     root: Path, work: Path, bundle: Path, ort_dir: Path, timeout: int, batch: int, cpu: str | None = None
 ) -> dict[str, Any]:
-    """Copy the inputs into the arm64 root and run the answers module there (chroot, binfmt qemu-aarch64);
-    `cpu`: the emulated CPU model (QEMU_CPU; default qemu's `max`: NEON, dotprod, i8mm, bf16, SVE)."""
-    inside = root / "tmp" / "edge-sent-devices"
+    """Copy the inputs into the arm64 root and run the answers module there (chroot, binfmt qemu-aarch64), on one
+    thread; `cpu`: the emulated CPU model (QEMU_CPU; default qemu's `max`: NEON, dotprod, i8mm, bf16, SVE)."""
+    at = Path("/tmp") / f"edge-sent-devices-{cpu or 'max'}"
+    inside = root / at.relative_to("/")
     shutil.rmtree(inside, ignore_errors=True)
     shutil.copytree(bundle, inside / "bundle")
     shutil.copytree(ort_dir, inside / "ort")
     shutil.copy(work / "texts.txt", inside / "texts.txt")
-    at = Path("/tmp/edge-sent-devices")
     command = [str(ROOT / "scripts" / "in-arm64.sh"), str(root), "/opt/venv/bin/python", "-m"]
     command += ["edge_sent.runtime.answers", str(at / "bundle"), str(at / "texts.txt"), str(at / "answers.json")]
-    env_before = os.environ.get("QEMU_CPU")
+    command += ["--ort", str(at / "ort"), "--batch-size", str(batch), "--threads", "1"]
     try:
-        command += ["--ort", str(at / "ort"), "--batch-size", str(batch)]
-        if cpu:
-            os.environ["QEMU_CPU"] = cpu
-        return run_answers(command, inside / "answers.json", timeout)
+        return run_answers(command, inside / "answers.json", timeout, {"QEMU_CPU": cpu} if cpu else None)
     finally:
-        if env_before is None:
-            os.environ.pop("QEMU_CPU", None)
-        else:
-            os.environ["QEMU_CPU"] = env_before
         shutil.rmtree(inside, ignore_errors=True)
+
+
+def emulated_jobs(
+    args: argparse.Namespace, flags: list[str], work: Path, bundle: Path, ort_dir: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The emulated platforms this machine can run (name -> a call giving its answers), and notes on the rest."""
+    jobs: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    timeout, batch = args.timeout, args.emulated_batch
+    haswell = "x86-64 AVX2 (Haswell)"
+    if "haswell" in args.platforms and "avx512f" in flags:
+        if shutil.which("qemu-x86_64-static"):
+            prefix = [str(ROOT / "scripts" / "in-haswell.sh"), sys.executable]
+            jobs[haswell] = lambda: python_platform(prefix, work, bundle, ort_dir, timeout, batch, threads=1)
+            notes[haswell] = EMULATED
+        else:
+            notes[haswell] = "not run: qemu-x86_64-static is not installed"
+    root = args.arm64_root.resolve() if args.arm64_root else None
+    arms = {"arm64": ("aarch64", None, "qemu's `max` CPU (NEON, dotprod, i8mm, bf16, SVE)")}
+    arms["arm64-a72"] = ("aarch64 Cortex-A72", "cortex-a72", "NEON only (no dotprod, no i8mm), a Raspberry Pi 4's core")
+    for key, (name, cpu, what) in arms.items():
+        if key not in args.platforms:
+            continue
+        if root is None or not (root / ".emu-complete").is_file():
+            notes[name] = "not run: no arm64 root (scripts/arm64-root.sh)"
+            continue
+        jobs[name] = lambda cpu=cpu: arm64_platform(root, work, bundle, ort_dir, timeout, batch, cpu)
+        notes[name] = f"{EMULATED}; {what}"
+    return jobs, notes
 
 
 def node_platform(bundle: Path, texts: list[str], variants: list[str]) -> dict[str, Any]:
@@ -205,26 +229,13 @@ def matrix(args: argparse.Namespace) -> dict[str, Any]:
         batched = python_platform([sys.executable], work, bundle, ort_dir, timeout, batch)
         platforms[reference_name] = one_by_one
         notes[reference_name] = "reference: native, this machine"
-        if "avx512f" in here["cpu_flags"] and "haswell" in args.platforms:
-            if shutil.which("qemu-x86_64-static"):
-                prefix = [str(ROOT / "scripts" / "in-haswell.sh"), sys.executable]
-                platforms["x86-64 AVX2 (Haswell)"] = python_platform(prefix, work, bundle, ort_dir, timeout, batch)
-                notes["x86-64 AVX2 (Haswell)"] = EMULATED
-            else:
-                notes["x86-64 AVX2 (Haswell)"] = "not run: qemu-x86_64-static is not installed"
-        elif "haswell" in args.platforms:
+        if "avx512f" not in here["cpu_flags"] and "haswell" in args.platforms:
             notes[reference_name] += "; this machine has no AVX-512: it is the AVX2 class itself"
-        if "arm64" in args.platforms:
-            if args.arm64_root and (args.arm64_root / ".emu-complete").is_file():
-                root = args.arm64_root.resolve()
-                platforms["aarch64"] = arm64_platform(root, work, bundle, ort_dir, timeout, batch)
-                notes["aarch64"] = EMULATED + "; qemu's `max` CPU (NEON, dotprod, i8mm, bf16, SVE)"
-                if "arm64-a72" in args.platforms:
-                    name = "aarch64 Cortex-A72"
-                    platforms[name] = arm64_platform(root, work, bundle, ort_dir, timeout, batch, "cortex-a72")
-                    notes[name] = EMULATED + "; Cortex-A72: NEON only (no dotprod, no i8mm), a Raspberry Pi 4's core"
-            else:
-                notes["aarch64"] = "not run: no arm64 root (scripts/arm64-root.sh)"
+        jobs, emulated_notes = emulated_jobs(args, here["cpu_flags"], work, bundle, ort_dir)
+        notes |= emulated_notes
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # one thread each, side by side
+            futures = {name: pool.submit(job) for name, job in jobs.items()}
+            platforms |= {name: future.result() for name, future in futures.items()}
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         has_js = (ROOT / "js" / "node_modules").is_dir() and shutil.which("node")
         if "node" in args.platforms and has_js:
@@ -325,12 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--n", type=int, default=200, help="texts (the first N of the test split)")
     parser.add_argument("--arm64-root", type=Path, default=ROOT / ".emu" / "arm64")
-    parser.add_argument("--platforms", default="haswell,arm64,arm64-a72,node,browser")
+    parser.add_argument(
+        "--platforms", default="haswell,arm64,arm64-a72,node,browser", help="which platforms to run (comma-separated)"
+    )
     parser.add_argument("--ort-all", action="store_true", help="convert every variant to .ort (default: int8 only)")
     parser.add_argument(
         "--emulated-batch", type=int, default=16, help="texts per batch on the emulated platforms (speed only)"
     )
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per platform")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="emulated platforms run at once")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--md", type=Path, help="write the markdown table here")
     parser.add_argument("--record", action="store_true", help="record the result in the bundle's manifest")

@@ -35,7 +35,7 @@ from edge_sent.variants import VARIANTS
 
 
 def graph_answers(
-    bundle: Path, texts: list[str], ort_dir: Path | None, batch_size: int = 1
+    bundle: Path, texts: list[str], ort_dir: Path | None, batch_size: int = 1, threads: int | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Every graph's probabilities for the texts; `batch_size` > 1 batches them length-sorted (deterministic, so
     two platforms given the same texts and batch size batch them the same way, batch-dependent variants too)."""
@@ -46,14 +46,20 @@ def graph_answers(
     for name in manifest.variants:
         spec = VARIANTS.get(name)
         if spec is None or spec.runs_on_provider("cpu"):
-            jobs.append((name, lambda n=name: Classifier.load(bundle, variant=n, provider="cpu", probe=False)))
+            jobs.append(
+                (name, lambda n=name: Classifier.load(bundle, variant=n, provider="cpu", threads=threads, probe=False))
+            )
     for name in manifest.string_files:
         jobs.append(
-            (f"strings:{name}", lambda n=name: Classifier.load(bundle, variant=n, provider="cpu", strings=True))
+            (
+                f"strings:{name}",
+                lambda n=name: Classifier.load(bundle, variant=n, provider="cpu", threads=threads, strings=True),
+            )
         )
     tokenizer = Tokenizer(bundle / TOKENIZER, manifest.max_length)
     for path in sorted(ort_dir.glob("*.ort")) if ort_dir else []:
-        jobs.append((f"ort:{path.name}", lambda p=path: Engine(p, tokenizer, SessionConfig(provider="cpu"))))
+        config = SessionConfig(provider="cpu", threads=threads)
+        jobs.append((f"ort:{path.name}", lambda p=path, c=config: Engine(p, tokenizer, c)))
     for name, load in jobs:
         started = time.perf_counter()
         try:
@@ -84,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the JSON answers file to write")
     parser.add_argument("--ort", type=Path, help="a folder of .ort files (ORT format) to run too")
     parser.add_argument("--batch-size", type=int, default=1, help="1: one text at a time (default)")
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
     args = parser.parse_args(argv)
     try:
         texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
-        answers, errors = graph_answers(args.bundle, texts, args.ort, args.batch_size)
+        answers, errors = graph_answers(args.bundle, texts, args.ort, args.batch_size, args.threads)
     except (OSError, EdgeSentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
