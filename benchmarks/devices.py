@@ -305,7 +305,8 @@ def markdown(report: dict[str, Any]) -> str:
         record = platform["record"]
         what = ", ".join(f"{k} {v}" for k, v in record.items() if k != "cpu_flags")
         batch = "one text at a time" if platform["batch_size"] == 1 else f"batches of {platform['batch_size']}"
-        lines.append(f"- {name}: {platform['note']}; {batch}; {platform['wall_s']} s ({what})")
+        wall = f"; {platform['wall_s']} s" if platform.get("wall_s") is not None else ""
+        lines.append(f"- {name}: {platform['note']}; {batch}{wall} ({what})")
     for name, note in report["not_run"].items():
         lines.append(f"- {name}: {note}")
     return "\n".join(lines) + "\n"
