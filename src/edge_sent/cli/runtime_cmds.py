@@ -14,7 +14,7 @@ from rich.table import Table
 from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
 from edge_sent.contract import MANIFEST, read_manifest, verify_bundle
 from edge_sent.errors import EdgeSentError
-from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
+from edge_sent.fidelity import MIN_AGREEMENT, auto_choice, host_candidates
 from edge_sent.providers import PROVIDER_HELP, PROVIDERS
 from edge_sent.variants import variant_help
 
@@ -321,7 +321,7 @@ def info_cmd(
     if host is not None:
         console.print(host_table(host.measured, f"measured on this host ({here}; cached {host.cache_file})"))
         console.print(f"auto on {here} on this host: [bold]{host.choice.variant}[/bold] — {host.choice.reason}")
-    else:
+    elif host_candidates(manifest, here):
         console.print(
             f"auto on {here} on this host: not measured yet (`edge-sent tune {bundle}` measures it now; predict, "
             "eval, score and serve measure it on first use)"
