@@ -92,7 +92,7 @@ def tune_cmd(
         return
     if result.measured:
         console.print(
-            host_table(result.measured, f"{bundle} on this host ({short}, {config.threads or 'all'} threads)")
+            host_table(result.measured, f"{bundle} on this host ({short}, {result_threads(config.threads)} threads)")
         )
     console.print(f"auto on {short}: [bold]{result.choice.variant}[/bold] — {result.choice.reason}")
     if result.cache_file:
