@@ -169,7 +169,6 @@ class HostProbe:
         self.tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
         self._engines: dict[str, Engine] = {}
         self._check: tuple[list[str], np.ndarray] | None = None
-        self.spent = 0.0
 
     def engine(self, variant: str) -> Engine | None:
         """The session the probe already made for this variant (so that loading it again costs nothing)."""
