@@ -82,7 +82,7 @@ def arm64_platform(
 ) -> dict[str, Any]:
     """Copy the inputs into the arm64 root and run the answers module there (chroot, binfmt qemu-aarch64), on one
     thread; `cpu`: the emulated CPU model (QEMU_CPU; default qemu's `max`: NEON, dotprod, i8mm, bf16, SVE)."""
-    at = Path("/tmp") / f"edge-sent-devices-{cpu or 'max'}"
+    at = Path("/tmp") / f"edge-sent-devices-{cpu or 'max'}-{os.getpid()}-{time.monotonic_ns()}"  # runs may overlap
     inside = root / at.relative_to("/")
     shutil.rmtree(inside, ignore_errors=True)
     shutil.copytree(bundle, inside / "bundle")
