@@ -47,6 +47,15 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def _agreement_cell(record: dict) -> str:
+    """`92.0% (n 300, 88.4–94.6%)`: the agreement, its text count and 95% interval where the export recorded them."""
+    cell = f"{record['label_agreement']:.1%}"
+    if record.get("n_texts") and record.get("ci95"):
+        low, high = record["ci95"]
+        cell += f" (n {record['n_texts']}, {low:.1%}–{high:.1%})"
+    return cell
+
+
 def manifest_table(manifest: dict, root: Path) -> Table:
     enc = manifest["encoder"]
     title = (
@@ -69,13 +78,13 @@ def manifest_table(manifest: dict, root: Path) -> Table:
     files = manifest["files"]
     for name, v in manifest["variants"].items():
         vs_torch = v.get("vs_torch", {}).get("max_abs_dlogit")
-        vs_fp32 = v.get("vs_fp32", {})
+        vs_fp32 = v.get("host_check_vs_fp32") or v.get("vs_fp32", {})  # more texts, with an interval, when recorded
         table.add_row(
             name,
             v["file"],
             _mb(files[v["file"]]["bytes"]) if v["file"] in files else "?",
             f"{vs_torch:.2e}" if vs_torch is not None else "-",
-            f"{vs_fp32['label_agreement']:.1%}" if vs_fp32 else ("(reference)" if name == "fp32" else "-"),
+            _agreement_cell(vs_fp32) if vs_fp32 else ("(reference)" if name == "fp32" else "-"),
             f"{vs_fp32['max_abs_dprob']:.3f}" if vs_fp32 else "-",
             f"{v['eval_accuracy']:.4f}" if "eval_accuracy" in v else "-",
             {True: "yes", False: "no"}.get(v.get("batch_independent"), "?"),
