@@ -21,7 +21,14 @@ def test_bert_base_fusion_counts_and_sizes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bertbase")
     train_on_chnsenticorp(tmp / "run", "random:bert-base-chinese", limit=64, max_length=128)
     manifest = export_bundle(
-        ExportConfig(run_dir=tmp / "run", out=tmp / "bundle", quantize=("int8", "int4"), verify_size=24, quiet=True)
+        ExportConfig(
+            run_dir=tmp / "run",
+            out=tmp / "bundle",
+            quantize=("int8", "int4"),
+            verify_size=24,
+            host_check_size=24,
+            quiet=True,
+        )
     )
     fp32 = manifest["variants"]["fp32"]
     assert fp32["ops"]["Attention"] == 12 and fp32["ops"]["SkipLayerNormalization"] == 24
