@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_sent.contract import TOKENIZER, Manifest, check_file, read_manifest
+from edge_sent.contract import TOKENIZER, Manifest, check_file, check_graph, read_manifest
 from edge_sent.errors import EdgeSentError
-from edge_sent.external_data import check_external_data
 from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, PROBABILITIES, Engine
 from edge_sent.runtime.host_probe import HostProbe, probing_enabled
@@ -117,13 +116,13 @@ class Classifier:
             chosen = choose_variant(manifest, variant, short, among, min_agreement)
             if variant == "auto":
                 why = auto_choice(manifest, short, min_agreement, among).reason + " (recorded ranking)"
-        # integrity: every file the session reads is checked against the manifest first
-        file = manifest.string_file(chosen) if strings else manifest.variant_file(chosen)
-        model_path = check_file(manifest, file)
-        for name in check_external_data(model_path, set(manifest.files)):
-            check_file(manifest, name)
-        tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
-        engine = probed or (StringEngine if strings else Engine)(model_path, tokenizer, config)
+        if probed is None:  # (the probe checked its files before it made its sessions)
+            # integrity: every file the session reads is checked against the manifest first
+            file = manifest.string_file(chosen) if strings else manifest.variant_file(chosen)
+            model_path = check_graph(manifest, file)
+            tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
+            probed = (StringEngine if strings else Engine)(model_path, tokenizer, config)
+        engine = probed
         engine.require_outputs(PROBABILITIES)
         classifier = cls(manifest, chosen, engine, why)
         classifier.predict(["warm-up"])

@@ -125,10 +125,3 @@ def save_profile(key: dict[str, Any], measured: dict[str, HostMeasure], probe_s:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     return path
-
-
-def cached_probe_seconds(key: dict[str, Any]) -> float | None:
-    try:
-        return float(json.loads(profile_path(key).read_text(encoding="utf-8"))["probe_s"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None

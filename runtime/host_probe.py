@@ -14,14 +14,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_sent.contract import TOKENIZER, Manifest, check_file
+from edge_sent.contract import TOKENIZER, Manifest, check_file, check_graph
 from edge_sent.errors import EdgeSentError
-from edge_sent.external_data import check_external_data
 from edge_sent.fidelity import (
     MIN_AGREEMENT,
     Choice,
@@ -35,7 +35,7 @@ from edge_sent.fidelity import (
 from edge_sent.host_check import read_host_check
 from edge_sent.metrics import agreement
 from edge_sent.runtime import host_cache
-from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, Engine
+from edge_sent.runtime.engine import Engine
 from edge_sent.runtime.session import SessionConfig, physical_cores, resolve_precision
 from edge_sent.tokenization import Batch, Tokenizer
 from edge_sent.variants import float_path
@@ -78,13 +78,6 @@ class HostResult:
 def _stderr_note(message: str) -> None:
     sys.stderr.write(f"edge-sent: {message}\n")
     sys.stderr.flush()
-
-
-def _engine(manifest: Manifest, variant: str, tokenizer: Tokenizer, config: SessionConfig) -> Engine:
-    path = check_file(manifest, manifest.variant_file(variant))
-    for name in check_external_data(path, set(manifest.files)):
-        check_file(manifest, name)
-    return Engine(path, tokenizer, config)
 
 
 def probe_batches(tokenizer: Tokenizer, texts: list[str], typical: int) -> dict[str, Batch]:
@@ -160,15 +153,20 @@ class HostProbe:
     ) -> None:
         self.manifest = manifest
         self.provider = provider
-        self.config = replace(config, threads=config.threads or physical_cores())
+        threads = config.threads or physical_cores()
+        self.config = replace(config, threads=threads)
         self.min_agreement = min_agreement
         self.among = among
         self.settings = settings or ProbeSettings()
         precision = resolve_precision(provider, config.precision)
-        self.key = host_cache.profile_key(manifest, provider, precision, self.config.threads or 1)
-        self.tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
+        self.key = host_cache.profile_key(manifest, provider, precision, threads)
         self._engines: dict[str, Engine] = {}
-        self._check: tuple[list[str], np.ndarray] | None = None
+        self._check: tuple[list[str], np.ndarray, int] | None = None
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        """Loaded only when something is measured: a load decided from the cache does not pay for it."""
+        return Tokenizer(check_file(self.manifest, TOKENIZER), self.manifest.max_length)
 
     def engine(self, variant: str) -> Engine | None:
         """The session the probe already made for this variant (so that loading it again costs nothing)."""
@@ -176,14 +174,16 @@ class HostProbe:
 
     def _load(self, variant: str) -> Engine:
         if variant not in self._engines:
-            self._engines[variant] = _engine(self.manifest, variant, self.tokenizer, self.config)
+            path = check_graph(self.manifest, self.manifest.variant_file(variant))
+            self._engines[variant] = Engine(path, self.tokenizer, self.config)
         return self._engines[variant]
 
-    def _host_check(self) -> tuple[list[str], np.ndarray] | None:
+    def _host_check(self) -> tuple[list[str], np.ndarray, int] | None:
+        """The host-check texts, fp32's recorded probabilities and the batch they were measured at (None: none)."""
         if self.manifest.host_check is None:
             return None
         if self._check is None:
-            self._check = read_host_check(self.manifest)
+            self._check = (*read_host_check(self.manifest), self.manifest.host_check.batch_size)
         return self._check
 
     def _note(self, message: str) -> None:
@@ -207,9 +207,8 @@ class HostProbe:
             if was is None:
                 return replace(measure, agreement=0.0, agreement_source="none")
             return replace(measure, agreement=was.agreement, agreement_source="recorded")
-        texts, reference = check
-        batch = self.manifest.host_check.batch_size if self.manifest.host_check else DEFAULT_BATCH_SIZE
-        result = measure_agreement(self._load(measure.variant), texts, reference, batch, floor)
+        texts, reference, batch_size = check
+        result = measure_agreement(self._load(measure.variant), texts, reference, batch_size, floor)
         return replace(
             measure,
             agreement=result["label_agreement"],

@@ -293,6 +293,14 @@ def check_file(manifest: Manifest, name: str) -> Path:
     return path
 
 
+def check_graph(manifest: Manifest, name: str) -> Path:
+    """Check a graph file and every external-data file it references against the manifest; return its path."""
+    path = check_file(manifest, name)
+    for data_file in check_external_data(path, set(manifest.files)):
+        check_file(manifest, data_file)
+    return path
+
+
 def verify_bundle(bundle_dir: Path | str) -> list[str]:
     """Check every file of the manifest; return the problems found (empty when the bundle is intact)."""
     manifest = read_manifest(bundle_dir)

@@ -81,9 +81,7 @@ def auto_choice(
     """The variant `auto` takes on `provider`, with the reason in words."""
     available = set(manifest.variants) if among is None else set(manifest.variants) & among
     passed_over: list[str] = []
-    for name in auto_preference(provider):
-        if name not in available:
-            continue
+    for name in host_candidates(manifest, provider, among):
         measured = recorded(manifest.variants[name], provider)
         if measured is None:
             passed_over.append(f"{name}: no agreement measured on {provider}")
