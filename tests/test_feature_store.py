@@ -265,3 +265,21 @@ def test_a_store_that_is_not_a_database_is_a_user_error(tmp_path):
     (tmp_path / STORE_FILE).write_bytes(b"not a database" * 100)
     with pytest.raises(EdgeSentError, match="file is not a database; delete it"):
         FeatureStore(tmp_path)
+
+
+def test_a_full_disk_reports_itself_and_leaves_no_partial_batch(tmp_path):
+    """SQLITE_FULL: SQLite has already rolled the transaction back, so the error must be "disk is full", not the
+    "cannot rollback - no transaction is active" of a second ROLLBACK; nothing of the batch is stored."""
+    vectors = np.random.default_rng(0).normal(size=(200, 768)).astype(np.float32)
+    keys = [f"{i}".encode().ljust(32, b".") for i in range(200)]
+    with FeatureStore(tmp_path) as store:
+        store.put(keys[:2], vectors[:2])
+        pages = int(store._conn.execute("PRAGMA page_count").fetchone()[0])
+        store._conn.execute(f"PRAGMA max_page_count={pages + 8}")  # room for a few rows, not for 198
+        with pytest.raises(EdgeSentError, match="database or disk is full") as failure:
+            store.put(keys[2:], vectors[2:])
+        assert "rollback" not in str(failure.value)
+        assert store.count() == 2 and store.verify() == (2, 0)
+        store._conn.execute("PRAGMA max_page_count=1073741823")  # space freed: the rerun stores the batch once
+        store.put(keys[2:], vectors[2:])
+        assert store.count() == 200 and store.verify() == (200, 0)
