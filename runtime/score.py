@@ -5,13 +5,13 @@ The inputs are read lazily and cut into shards of `shard_size` rows in input ord
 complete, so a shard is either there whole or not at all. A rerun with the same arguments skips the
 shards that exist (reading past their rows, not scoring them) and writes the rest: killed at any moment,
 the job completes without duplicates or gaps. `job.json` records the arguments; a rerun with different
-ones is refused instead of mixing two jobs in one directory.
+ones (another model, variant, provider, precision, inputs or settings) is refused instead of mixing two jobs in
+one directory, and the directory is locked for the run (`score_job`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,22 +21,9 @@ from typing import Any
 from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Fields, Record, detect_format, open_parquet, read_records
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
+from edge_sent.runtime.score_job import ScoreConfig, atomic_write, claim_directory, job_record, output_lock
 
-JOB_FILE = "job.json"
-SHARD_GLOB = "part-*.jsonl"
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    inputs: tuple[Path, ...]
-    out: Path
-    text_column: str = "text_a"
-    id_column: str | None = None  # None: a row's id is FILE:LINE (Parquet: FILE:ROW, rows counted from 0)
-    fmt: str | None = None
-    shard_size: int = 10_000
-    batch_size: int = DEFAULT_BATCH_SIZE
-    skip_bad_rows: bool = False
+__all__ = ["ScoreConfig", "ScoreStats", "score"]
 
 
 @dataclass
@@ -59,59 +46,6 @@ class ScoreStats:
 
 def shard_path(out: Path, input_index: int, shard: int) -> Path:
     return out / f"part-{input_index:03d}-{shard:06d}.jsonl"
-
-
-def job_record(config: ScoreConfig, classifier: Classifier) -> dict[str, Any]:
-    inputs = []
-    for path in config.inputs:
-        stat = Path(path).stat()
-        inputs.append({"path": str(Path(path).resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-    return {
-        "inputs": inputs,
-        "bundle": str(classifier.manifest.root.resolve()),
-        "variant": classifier.variant,
-        "text_column": config.text_column,
-        "id_column": config.id_column,
-        "format": config.fmt,
-        "shard_size": config.shard_size,
-        "skip_bad_rows": config.skip_bad_rows,
-    }
-
-
-def claim_directory(config: ScoreConfig, job: dict[str, Any]) -> None:
-    """Create the output directory and its job.json, or check that an existing one is this same job."""
-    path = config.out / JOB_FILE
-    if config.out.exists() and not config.out.is_dir():
-        raise EdgeSentError(f"--out {config.out}: exists and is not a directory")
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            existing = None
-        if existing != job:
-            raise EdgeSentError(
-                f"{config.out} holds the shards of a different job (its {JOB_FILE} differs: other inputs, bundle or "
-                "settings); use another --out, or delete it to start over"
-            )
-        for stale in config.out.glob(".part-*.tmp"):  # a shard being written when an earlier run was killed
-            stale.unlink(missing_ok=True)
-        return
-    if config.out.is_dir() and any(config.out.glob(SHARD_GLOB)):
-        raise EdgeSentError(f"{config.out} holds shards but no {JOB_FILE}: use another --out")
-    try:
-        config.out.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(job, indent=2, ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise EdgeSentError(f"cannot write to {config.out}: {exc.strerror or exc}") from None
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def shards(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
@@ -141,8 +75,8 @@ class Shard:
     rows: list[Record]
 
 
-def check_job(config: ScoreConfig, classifier: Classifier) -> None:
-    """Refuse bad settings and missing inputs, then claim the output directory for this job."""
+def check_inputs(config: ScoreConfig) -> None:
+    """Refuse bad settings and missing or unreadable inputs before anything is written."""
     if config.shard_size < 1 or config.batch_size < 1:
         raise EdgeSentError("--shard-size and --batch-size must be at least 1")
     for path in config.inputs:
@@ -150,7 +84,6 @@ def check_job(config: ScoreConfig, classifier: Classifier) -> None:
             raise EdgeSentError(f"{path}: file not found")
         if detect_format(path, config.fmt) == "parquet":  # pyarrow there, columns right: before any file is written
             open_parquet(path, Fields(config.text_column, None, config.id_column)).close()
-    claim_directory(config, job_record(config, classifier))
 
 
 def pending_shards(config: ScoreConfig, stats: ScoreStats) -> Iterator[Shard]:
@@ -178,16 +111,18 @@ def pending_shards(config: ScoreConfig, stats: ScoreStats) -> Iterator[Shard]:
 
 def score(classifier: Classifier, config: ScoreConfig, progress: Callable[[int], None] | None = None) -> ScoreStats:
     """Score every input row into shards; skip the shards an earlier run finished."""
-    check_job(config, classifier)
-    stats = ScoreStats()
-    started = time.perf_counter()
-    for shard in pending_shards(config, stats):
-        atomic_write(shard.target, score_shard(classifier, str(shard.source), shard.rows, config.batch_size))
-        stats.shards_written += 1
-        stats.rows += len(shard.rows)
-        if progress is not None:
-            progress(len(shard.rows))
-    stats.seconds = time.perf_counter() - started
+    check_inputs(config)
+    with output_lock(config.out):
+        claim_directory(config.out, job_record(config, classifier))
+        stats = ScoreStats()
+        started = time.perf_counter()
+        for shard in pending_shards(config, stats):
+            atomic_write(shard.target, score_shard(classifier, str(shard.source), shard.rows, config.batch_size))
+            stats.shards_written += 1
+            stats.rows += len(shard.rows)
+            if progress is not None:
+                progress(len(shard.rows))
+        stats.seconds = time.perf_counter() - started
     return stats
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,8 @@ import numpy as np
 from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Record
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.score import (
-    ScoreConfig,
-    ScoreStats,
-    atomic_write,
-    check_job,
-    pending_shards,
-    score_shard,
-)
+from edge_sent.runtime.score import ScoreStats, check_inputs, pending_shards, score_shard
+from edge_sent.runtime.score_job import ScoreConfig, atomic_write, claim_directory, job_record, output_lock
 
 
 @dataclass(frozen=True)
@@ -130,24 +124,31 @@ def score_on_ray(
     ray_config: RayConfig,
     progress: Callable[[int], None] | None = None,
 ) -> ScoreStats:
-    """The local engine's job (same shards, same files) run by an actor pool on Ray Data."""
+    """The local engine's job (same shards, same files) run by an actor pool on Ray Data.
+
+    The bundle and the output folder reach the actors as absolute paths: on a cluster the workers do not share
+    the driver's working directory. (The inputs are read by the driver; a row's id keeps the path as given.)"""
     if ray_config.actors < 1:
         raise EdgeSentError("--actors must be at least 1")
-    check_job(config, classifier)
+    options = replace(options, bundle=str(Path(options.bundle).resolve()))
+    config = replace(config, out=config.out.resolve())
+    check_inputs(config)
     ray = _ray()
-    _connect(ray, ray_config)
-    stats = ScoreStats()
-    started = time.perf_counter()
-    window = ray_config.window_shards or 32 * ray_config.actors
-    items: list[dict[str, Any]] = []
-    for item in _pending(config, stats):
-        items.append(item)
-        if len(items) == window:
+    with output_lock(config.out):
+        claim_directory(config.out, job_record(config, classifier))
+        _connect(ray, ray_config)
+        stats = ScoreStats()
+        started = time.perf_counter()
+        window = ray_config.window_shards or 32 * ray_config.actors
+        items: list[dict[str, Any]] = []
+        for item in _pending(config, stats):
+            items.append(item)
+            if len(items) == window:
+                _run_window(ray, items, options, config, ray_config, stats, progress)
+                items = []
+        if items:
             _run_window(ray, items, options, config, ray_config, stats, progress)
-            items = []
-    if items:
-        _run_window(ray, items, options, config, ray_config, stats, progress)
-    stats.seconds = time.perf_counter() - started
+        stats.seconds = time.perf_counter() - started
     return stats
 
 

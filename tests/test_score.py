@@ -120,12 +120,13 @@ def test_cli_errors(tiny_bundle, tmp_path):
     assert (summary["rows"], summary["bad_rows"]) == (1, 1) and summary["first_bad_rows"][0].startswith(f"{bad}:3:")
 
 
-@pytest.mark.parametrize("shards_before_kill", [0, 1, 3, 6, 10])
+@pytest.mark.parametrize("shards_before_kill", [1, 6, 10])
 def test_kill_9_at_any_moment_then_rerun_scores_every_row_exactly_once(tiny_bundle, tmp_path, shards_before_kill):
     out = tmp_path / "o"
     command = [sys.executable, "-m", "edge_sent", "score", str(tiny_bundle), str(DATA / "dev.tsv"), "--out", str(out)]
     command += ["--shard-size", "100", "--variant", "fp32", "--provider", "cpu", "--json"]
     done_before = kill_after_shards(command, out, shards_before_kill)
+    assert 0 < done_before < 12  # killed in the middle of the job (a kill with a shard half-written: test_score_faults)
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)

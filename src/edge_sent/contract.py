@@ -14,7 +14,7 @@ from typing import Any
 
 from edge_sent.errors import BundleError
 from edge_sent.external_data import check_external_data
-from edge_sent.variants import QUANTIZE_CHOICES, VARIANT_FILES
+from edge_sent.variants import QUANTIZE_CHOICES, VARIANT_FILES, VARIANTS
 
 __all__ = ["QUANTIZE_CHOICES", "VARIANT_FILES"]  # re-exported: the table lives in edge_sent.variants
 
@@ -208,6 +208,24 @@ class Manifest:
             raise BundleError(
                 f"bundle {self.root} has no string-in graph for variant {variant!r} (it has: {have})"
             ) from None
+
+    def batch_independent(self, variant: str) -> bool:
+        """Whether a text's answer from `variant` is the same whatever else shares its batch (as the export recorded
+        it; the variant table for bundles that predate the record; False for a variant nobody knows)."""
+        recorded = self.variants[variant].record.get("batch_independent") if variant in self.variants else None
+        if isinstance(recorded, bool):
+            return recorded
+        spec = VARIANTS.get(variant)
+        return spec.batch_independent if spec is not None else False
+
+    def model_sha256(self, variant: str) -> str:
+        """A digest of everything that computes `variant`'s answers: its graph and external-data files, the
+        tokenizer, the labels and the max length (what a re-export into the same folder changes)."""
+        graph = self.variant_file(variant)
+        names = [graph, *check_external_data(self.root / graph, set(self.files)), TOKENIZER]
+        parts = {name: self.files[name].sha256 if name in self.files else "" for name in names}
+        record = {"files": parts, "labels": self.labels, "max_length": self.max_length}
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
 
     def variant_file(self, variant: str) -> str:
         try:

@@ -1,0 +1,163 @@
+"""`edge-sent score` under faults: a rerun against another model, two runs on one folder, a kill while a shard is
+half-written, a full disk. Each fault is planted where it matters (tests/score_child.py), not left to timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_sent.contract import MANIFEST, file_entry
+from edge_sent.runtime.score_job import changes
+from tests.conftest import DATA, ROOT, assert_user_error, run_cli
+
+ROWS = 1200  # ChnSentiCorp dev
+IDS = [f"{DATA / 'dev.tsv'}:{n}" for n in range(2, ROWS + 2)]
+
+
+def _ids(out: Path) -> list[str]:
+    return [json.loads(line)["id"] for p in sorted(out.glob("part-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def _score(bundle: Path, out: Path, *extra: str) -> list[str]:
+    return [str(bundle), str(DATA / "dev.tsv"), "--out", str(out), "--shard-size", "100", "--provider", "cpu", *extra]
+
+
+def _child(mode: str, at: int, flag: Path, args: list[str]) -> subprocess.Popen:
+    command = [sys.executable, str(ROOT / "tests" / "score_child.py"), mode, str(at), str(flag), "--", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_a_rerun_on_another_model_variant_or_batch_is_refused_naming_what_changed(tiny_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    out = tmp_path / "o"
+    first = run_cli("score", *_score(bundle, out, "--variant", "int8", "--batch-size", "32"))
+    assert first.returncode == 0, first.stderr
+    job = json.loads((out / "job.json").read_text())
+    assert job["model"]["variant"] == "int8" and job["model"]["batch_size"] == 32 and job["model"]["provider"]
+    (out / "part-000-000003.jsonl").unlink()  # something left to resume
+    # int8's answers move with their batch: another --batch-size is another job
+    assert_user_error(
+        run_cli("score", *_score(bundle, out, "--variant", "int8", "--batch-size", "8")),
+        "different job",
+        "--batch-size (the variant's answers depend on their batch): 32 → 8",
+        f"delete {out} to start over",
+    )
+    assert_user_error(
+        run_cli("score", *_score(bundle, out, "--variant", "int8-block")), "the variant: int8 → int8-block"
+    )
+    # the same bundle folder re-exported (here: another graph under the same name, the manifest rewritten)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    graph = manifest["variants"]["int8"]["file"]
+    shutil.copyfile(bundle / manifest["variants"]["int8-block"]["file"], bundle / graph)
+    manifest["files"][graph] = file_entry(bundle / graph)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    assert_user_error(
+        run_cli("score", *_score(bundle, out, "--variant", "int8", "--batch-size", "32")),
+        "the bundle's model (its graph, tokenizer or labels changed",
+    )
+    assert len(list(out.glob("part-*.jsonl"))) == 11  # nothing written by the refused runs
+
+
+def test_a_batch_independent_variant_resumes_with_another_batch_size(tiny_bundle, tmp_path):
+    out = tmp_path / "o"
+    first = run_cli("score", *_score(tiny_bundle, out, "--variant", "fp32", "--batch-size", "32"))
+    assert first.returncode == 0, first.stderr
+    assert json.loads((out / "job.json").read_text())["model"]["batch_size"] is None
+    (out / "part-000-000005.jsonl").unlink()
+    again = run_cli("score", *_score(tiny_bundle, out, "--variant", "fp32", "--batch-size", "8", "--json"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["rows"] == 100 and _ids(out) == IDS
+
+
+def test_changes_name_every_field_and_an_old_job_file() -> None:
+    model = {"sha256": "a", "variant": "fp32", "provider": "cpu", "precision": "fp32", "batch_size": None}
+    job = {"inputs": [], "bundle": "/b", "model": model, "text_column": "t", "shard_size": 10}
+    moved = job | {"model": model | {"provider": "openvino", "precision": "bf16"}, "shard_size": 20}
+    assert changes(job, moved) == [
+        "the provider: cpu → openvino",
+        "the precision: fp32 → bf16",
+        "--shard-size: 10 → 20",
+    ]
+    old = {k: v for k, v in job.items() if k != "model"}
+    assert changes(old, job) == ["the model (job.json predates the model record)"]
+
+
+def test_two_runs_on_one_folder_the_second_stops_at_once_and_the_first_finishes(tiny_bundle, tmp_path):
+    out, flag = tmp_path / "o", tmp_path / "paused"
+    first = _child("pause", 2, flag, _score(tiny_bundle, out, "--variant", "fp32", "--json"))
+    try:
+        _wait_for(flag, first)  # the first run holds a written, not yet renamed shard
+        assert len(list(out.glob(".part-*.tmp"))) == 1
+        for other in (DATA / "dev.tsv", DATA / "test.tsv"):  # the same job, and another job on the same folder
+            args = [str(tiny_bundle), str(other), "--out", str(out), "--shard-size", "100", "--variant", "fp32"]
+            assert_user_error(run_cli("score", *args), f"{out} is being written by another `edge-sent score` run")
+        assert len(list(out.glob(".part-*.tmp"))) == 1  # the second run deleted nothing
+        flag.with_name(flag.name + ".go").write_text("")
+        stdout, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr
+    assert json.loads(stdout)["rows"] == ROWS and _ids(out) == IDS
+
+
+@pytest.mark.parametrize("at", [0, 5, 11])
+def test_killed_with_a_shard_half_written_then_rerun_scores_every_row_once(tiny_bundle, tmp_path, at):
+    out = tmp_path / "o"
+    args = _score(tiny_bundle, out, "--variant", "fp32", "--json")
+    proc = _child("kill", at, tmp_path / "unused", args)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9
+    assert len(list(out.glob(".part-*.tmp"))) == 1 and len(list(out.glob("part-*.jsonl"))) == at
+    rerun = run_cli("score", *args)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert (summary["shards_skipped"], summary["shards_written"]) == (at, 12 - at)
+    assert _ids(out) == IDS and not list(out.glob(".*.tmp"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted for the test (root only; CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_no_partial_shard_and_the_rerun_finishes(tiny_bundle, small_disk):
+    out = small_disk / "o"
+    args = _score(tiny_bundle, out, "--variant", "fp32", "--json")
+    full = run_cli("score", *args)
+    assert_user_error(full, "No space left on device", "rerun the same command")
+    done_before = len(list(out.glob("part-*.jsonl")))
+    assert 0 < done_before < 12 and not list(out.glob(".*.tmp"))
+    subprocess.run(["mount", "-o", "remount,size=2m", str(small_disk)], check=True)
+    rerun = run_cli("score", *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["shards_skipped"] == done_before
+    assert _ids(out) == IDS and not list(out.glob(".*.tmp"))
