@@ -168,8 +168,14 @@ def _run_window(
         compute=ray.data.ActorPoolStrategy(size=ray_config.actors),
         num_cpus=ray_config.threads_per_actor,
     )
-    for row in dataset.iter_rows():
-        stats.rows += int(row["rows"])
-        stats.shards_written += 1
-        if progress is not None:
-            progress(int(row["rows"]))
+    try:
+        for row in dataset.iter_rows():
+            stats.rows += int(row["rows"])
+            stats.shards_written += 1
+            if progress is not None:
+                progress(int(row["rows"]))
+    except EdgeSentError:
+        raise
+    except Exception as exc:  # a worker's failure reaches the driver wrapped (RayTaskError): its own last line
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise EdgeSentError(f"a Ray worker failed: {lines[-1] if lines else type(exc).__name__}") from None

@@ -1,7 +1,7 @@
 """`edge-sent score` with a fault planted at the N-th shard rename (the moment a kill or a second run matters):
 
-    python tests/score_child.py kill N FLAG -- SCORE ARGS   SIGKILL itself there: the shard is written, not renamed
-    python tests/score_child.py pause N FLAG -- SCORE ARGS  write FLAG, then wait until FLAG.go exists
+python tests/score_child.py kill N FLAG -- SCORE ARGS   SIGKILL itself there: the shard is written, not renamed
+python tests/score_child.py pause N FLAG -- SCORE ARGS  write FLAG, then wait until FLAG.go exists
 """
 
 from __future__ import annotations

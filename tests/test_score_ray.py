@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -86,3 +87,42 @@ def test_ray_errors(ray_python, tiny_bundle, tmp_path):
     assert_user_error(run_cli("score", *args[:-2], "--engine", "spark"), "unknown --engine 'spark'")
     if subprocess.run([os.sys.executable, "-c", "import ray"], capture_output=True).returncode != 0:
         assert_user_error(run_cli("score", *args), "--engine ray needs Ray")
+
+
+def test_relative_paths_reach_the_workers_of_a_cluster_started_elsewhere(ray_python, tiny_bundle, tmp_path):
+    """On a cluster (`--address`) the workers run in another working directory than the driver: the bundle and
+    --out must reach them resolved."""
+    import socket
+
+    elsewhere, work = tmp_path / "cluster", tmp_path / "job"
+    elsewhere.mkdir()
+    work.mkdir()
+    shutil.copytree(tiny_bundle, work / "bundle")
+    shutil.copyfile(DATA / "dev.tsv", work / "dev.tsv")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray = str(Path(ray_python).parent / "ray")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "disabled"}  # a private test cluster on 127.0.0.1
+    start = [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
+    started = subprocess.run(
+        [*start, "--include-dashboard=false", "--disable-usage-stats"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        args = ["bundle", "dev.tsv", "--out", "out", "--shard-size", "600", "--variant", "fp32", "--json"]
+        command = [str(ray_python), "-m", "edge_sent", "score", *args, "--engine", "ray"]
+        done = subprocess.run(
+            [*command, "--address", f"127.0.0.1:{port}"], cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout)["rows"] == 1200
+        assert len(list((work / "out").glob("part-*.jsonl"))) == 2 and not list(elsewhere.glob("out"))
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
