@@ -20,6 +20,10 @@ from edge_sent.errors import EdgeSentError
 # threads shard after shard, fragmented the heap (peak RSS crept up with the number of shards). Chunks keep it
 # at ~7 MB; the ids are the same (each text is encoded on its own).
 ENCODE_CHUNK = 1024
+# A long text is tokenized from a prefix of this many characters per token of max length (doubled until the prefix
+# provably holds the text's first max_length tokens): a 60,000-character text costs the tokens the model reads, not
+# its whole length (`Tokenizer.prefixes`).
+PREFIX_CHARS_PER_TOKEN = 8
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,36 @@ class Tokenizer:
         self.first_id = int(framing[0]) if framing else None
         self.last_id = int(framing[-1]) if len(framing) > 1 else None
         self.vocab_size = int(tokenizer.get_vocab_size())
+        self.capacity = max_length - len(framing)  # tokens of the text itself that fit
+        self._whole = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+        self._whole.no_truncation()
+
+    def prefix(self, text: str) -> str:
+        """The shortest prefix (first cut: PREFIX_CHARS_PER_TOKEN × max length characters, then doubled) whose
+        tokenization holds the text's own first tokens up to max length, and more: then truncating the prefix
+        gives exactly what truncating the text gives (ids and the truncated flag).
+
+        Exact by construction: normalizing and pre-tokenizing are local to a word, so cutting the text changes at
+        most the word it cuts, the last one of the prefix. The prefix is taken only when more tokens than fit
+        come from words before that last one."""
+        cut = PREFIX_CHARS_PER_TOKEN * self.max_length
+        while cut < len(text):
+            words = self._whole.encode(text[:cut], add_special_tokens=False).word_ids
+            if len(words) > self.capacity:
+                kept, last = words[self.capacity], words[-1]  # the first token truncation drops: from an earlier word
+                if kept is not None and last is not None and kept < last:
+                    return text[:cut]
+            cut *= 2
+        return text
+
+    def prefixes(self, texts: Sequence[str]) -> list[str]:
+        """`prefix` of every text (short texts as they are)."""
+        bound = PREFIX_CHARS_PER_TOKEN * self.max_length
+        return [self.prefix(text) if len(text) > bound else text for text in texts]
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         check_texts(texts)
+        texts = self.prefixes(texts)
         encoded: list[Encoded] = []
         for start in range(0, len(texts), ENCODE_CHUNK):
             chunk = self.tokenizer.encode_batch(list(texts[start : start + ENCODE_CHUNK]), add_special_tokens=True)
