@@ -95,15 +95,22 @@ class Classifier:
         strings: bool = False,
         min_agreement: float = MIN_AGREEMENT,
         probe: bool | None = None,
+        batch_independent: bool = False,
     ) -> Classifier:
         """`strings=True`: the variant's string-in graph (`export --with-tokenizer`), which tokenizes inside
         onnxruntime (onnxruntime-extensions, the `strings` extra); `auto` picks among the variants that have one.
         `min_agreement`: the label agreement with fp32 that `auto` requires of a quantized variant.
         `probe`: `auto` decides from speed and fidelity measured on this host, once per host (cached; see
-        `host_probe`); False: from the export's recorded ranking; None: unless `EDGE_SENT_PROBE=0`."""
+        `host_probe`); False: from the export's recorded ranking; None: unless `EDGE_SENT_PROBE=0`.
+        `batch_independent`: `auto` considers only variants whose answer for a text does not depend on the other
+        texts of its batch (what a server needs; a named variant is taken as named)."""
         manifest = read_manifest(bundle_dir)
         short = resolve_provider(provider)
         among = set(manifest.string_files) if strings else None
+        if batch_independent and variant == "auto":
+            among = {
+                name for name in (manifest.variants if among is None else among) if manifest.batch_independent(name)
+            }
         config = SessionConfig(provider=short, threads=threads, strict=strict, precision=precision)
         why = "named"
         probed: Engine | None = None

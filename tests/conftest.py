@@ -115,3 +115,17 @@ def minilm_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("minilm") / "run"
     train_on_chnsenticorp(out, str(model_dir), limit=2400, max_length=128)
     return out
+
+
+def bundle_where_auto_takes_int8(tiny_bundle: Path, out: Path) -> Path:
+    """A copy of the tiny bundle whose manifest records int8 and int8-block as faithful (99% on the eval set):
+    the recorded ranking's `auto` then takes int8, whose answers depend on their batch."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny_bundle, out)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for name in ("int8", "int8-block"):
+        manifest["variants"][name]["eval_vs_fp32"]["label_agreement"] = 0.99
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return out

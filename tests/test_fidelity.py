@@ -13,7 +13,7 @@ from edge_sent.fidelity import auto_choice, below_floor, recorded
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.variants import VARIANTS
 
-from .conftest import run_cli
+from .conftest import bundle_where_auto_takes_int8, run_cli
 
 
 def _agreement(value: float) -> dict:
@@ -107,14 +107,15 @@ def corpus() -> tuple[list[str], list[str]]:
     return short, sorted(texts, key=len)[-16:]
 
 
-def test_auto_cpu_variant_answers_the_same_in_any_batch(tiny_bundle: Path, corpus) -> None:
+def test_auto_for_a_server_answers_the_same_in_any_batch(tiny_bundle: Path, corpus, tmp_path: Path) -> None:
+    """On a bundle where the recorded ranking's `auto` takes int8 (batch-dependent), `auto` for a server
+    (`batch_independent=True`, what `serve` loads) takes int8-block, whose answers do not move with the batch."""
     short, long_texts = corpus
-    clf = Classifier.load(tiny_bundle, provider="cpu")
-    assert VARIANTS[clf.variant].batch_independent
-    assert _batch_spread(clf, short, long_texts) <= 1e-3
-    # int8-block keeps every scale inside one row of one block: the same answer in any batch
-    block = Classifier.load(tiny_bundle, variant="int8-block", provider="cpu")
-    assert VARIANTS["int8-block"].batch_independent and _batch_spread(block, short, long_texts) <= 1e-3
-    # the check can fail: per-tensor dynamic int8 moves with its batch (why auto does not take it unmeasured)
-    int8 = Classifier.load(tiny_bundle, variant="int8", provider="cpu")
-    assert not VARIANTS["int8"].batch_independent and _batch_spread(int8, short, long_texts) > 1e-3
+    bundle = bundle_where_auto_takes_int8(tiny_bundle, tmp_path / "b")
+    offline = Classifier.load(bundle, provider="cpu", probe=False)
+    assert offline.variant == "int8" and not offline.manifest.batch_independent("int8")
+    served = Classifier.load(bundle, provider="cpu", probe=False, batch_independent=True)
+    assert served.variant == "int8-block" and served.manifest.batch_independent(served.variant)
+    assert _batch_spread(served, short, long_texts) <= 1e-3
+    # the check can fail: per-tensor dynamic int8 moves with its batch (why a server's `auto` does not take it)
+    assert _batch_spread(offline, short, long_texts) > 1e-3

@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from edge_sent.runtime import Classifier  # noqa: E402
 from edge_sent.runtime.serve.batching import plan_batch  # noqa: E402
-from tests.conftest import DATA, TORCH_GUARD, assert_user_error  # noqa: E402
+from tests.conftest import DATA, TORCH_GUARD, assert_user_error, bundle_where_auto_takes_int8  # noqa: E402
 
 KEY = "test-key-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -377,7 +377,13 @@ def test_64_concurrent_clients_get_the_in_process_answers(server, clf):
     texts = sample(after, "edge_sent_texts_total") - sample(before, "edge_sent_texts_total")
     batches = sample(after, "edge_sent_batch_size_count") - sample(before, "edge_sent_batch_size_count")
     assert texts == sum(sent) and sum(sent) > 64 * 4
-    assert batches < texts  # dynamic batching put several requests' texts together
+    # dynamic batching put several requests' texts together: fewer batches than requests, and a batch larger than
+    # any one request (3 texts at most): above the histogram's 4-text bucket
+    assert batches < 64 * 4
+    over_4 = batches - (
+        sample(after, "edge_sent_batch_size_bucket", le="4.0") - sample(before, "edge_sent_batch_size_bucket", le="4.0")
+    )
+    assert over_4 > 0
     assert sample(after, "edge_sent_queue_size") == 0
 
 
@@ -481,7 +487,9 @@ def test_info_and_docs(server, clf, tiny_bundle):
     assert info["bundle"] == str(tiny_bundle) and info["variant"] == "fp32"
     assert info["provider"] == "CPUExecutionProvider" and info["labels"] == clf.labels
     assert info["max_length"] == clf.max_length and info["max_client_batch"] == 8
-    assert info["batching"] == {"max_batch_size": 32, "max_batch_tokens": 8192, "max_wait_ms": 0.0, "max_queue": 1024}
+    batching = {"max_batch_size": 32, "max_batch_tokens": 8192, "max_wait_ms": 0.0, "max_queue": 1024}
+    assert info["batching"] == batching | {"scope": "queue"} and info["batch_independent"] is True
+    assert info["graceful_timeout_s"] == 30.0
     assert info["version"] == __import__("edge_sent").__version__ and info["auth"] is True
     spec = requests.get(server.url + "/openapi.json", timeout=TIMEOUT).json()
     assert {"/predict", "/", "/health", "/info", "/metrics"} <= set(spec["paths"])
@@ -679,8 +687,52 @@ def test_sigterm_finishes_queued_requests_and_exits_0(tiny_bundle, tmp_path):
         assert answered < 8.0  # not after the 15 s wait
         assert srv.proc.wait(timeout=30) == 0, srv.output()
         assert "Traceback" not in srv.output()
-        with pytest.raises(requests.ConnectionError):
-            requests.get(srv.url + "/health", timeout=5)
+
+
+def _open_upload(url: str, body: bytes, sent: int) -> socket.socket:
+    """A POST /predict whose first `sent` body bytes are on the wire (the server is reading its body)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+    head = f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n"
+    sock.sendall(head.encode() + body[:sent])
+    return sock
+
+
+def _status(sock: socket.socket) -> int:
+    reply = b""
+    while b"\r\n" not in reply:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    return int(reply.split(b" ", 2)[1]) if reply else 0
+
+
+def test_sigterm_drain_is_bounded_refuses_new_requests_and_finishes_one_in_flight(tiny_bundle, tmp_path):
+    """Two uploads open at SIGTERM: one completes (200); one stalls, and only --graceful-timeout bounds the exit.
+    While the server drains (still running), a new request is refused (503 or connection refused)."""
+    args = ("--variant", "fp32", "--provider", "cpu", "--graceful-timeout", "3")
+    with running(tiny_bundle, tmp_path, *args) as srv:
+        body = json.dumps({"inputs": TEXTS[0]}).encode()
+        in_flight = _open_upload(srv.url, body, 5)
+        stalled = _open_upload(srv.url, body, 5)
+        try:
+            time.sleep(0.5)  # both requests are being read
+            srv.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert srv.proc.poll() is None  # draining: the stalled upload holds it open
+            try:
+                refused = requests.post(srv.url + "/predict", json={"inputs": "好"}, timeout=5).status_code == 503
+            except requests.ConnectionError:
+                refused = True
+            assert refused
+            assert srv.proc.poll() is None  # the refusal was seen during the drain, not after the exit
+            in_flight.sendall(body[5:])
+            assert _status(in_flight) == 200
+            assert srv.proc.wait(timeout=30) == 0, srv.output()  # the stalled upload did not hold it forever
+        finally:
+            in_flight.close()
+            stalled.close()
 
 
 def test_failed_load_exits_nonzero_with_one_line(tiny_bundle, tmp_path):
@@ -699,3 +751,100 @@ def test_failed_load_exits_nonzero_with_one_line(tiny_bundle, tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as taken:  # a busy port: one line, after the bundle loaded
         busy = [sys.executable, "-m", "edge_sent", "serve", str(tiny_bundle), "--port", str(taken.getsockname()[1])]
         assert_user_error(subprocess.run(busy, capture_output=True, text=True, timeout=120), "cannot listen")
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def test_huge_texts_against_a_small_queue_refuse_early_and_tokenize_only_what_the_model_reads(tiny_bundle, tmp_path):
+    """32 clients post ~1 MB texts (2 rounds) at a queue of 4 texts while one client sends short requests: only
+    200/413/429; the tokenizer sees a prefix of each admitted text, nothing of a refused one; memory stays bounded."""
+    args = ("--variant", "fp32", "--provider", "cpu", "--max-queue", "4", "--max-client-batch", "4")
+    args += ("--payload-limit", "3000000")
+    huge = "".join(TEXTS) * 12  # ~600,000 characters, ~1.8 MB of UTF-8
+    with running(tiny_bundle, tmp_path, *args) as srv:
+        rss_before = _rss_mb(srv.proc.pid)
+        before = metric_samples(srv)
+        statuses: list[int] = []
+        short_ms: list[float] = []
+        start = threading.Barrier(33)
+
+        def big(n: int) -> None:
+            start.wait(timeout=60)
+            for round_ in range(2):
+                body = {"inputs": huge[n + round_ :]}
+                try:
+                    statuses.append(requests.post(srv.url + "/predict", json=body, timeout=120).status_code)
+                except requests.RequestException as exc:
+                    statuses.append(-1)
+                    print(repr(exc))
+
+        def short() -> None:
+            start.wait(timeout=60)
+            for n in range(20):
+                t0 = time.perf_counter()
+                reply = requests.post(srv.url + "/predict", json={"inputs": TEXTS[n]}, timeout=120)
+                short_ms.append((time.perf_counter() - t0) * 1000)
+                statuses.append(reply.status_code)
+
+        threads = [threading.Thread(target=big, args=(n,)) for n in range(32)] + [threading.Thread(target=short)]
+        for t in threads:
+            t.start()
+        peak = rss_before
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, _rss_mb(srv.proc.pid))
+            time.sleep(0.05)
+        after = metric_samples(srv)
+    assert set(statuses) <= {200, 413, 429} and len(statuses) == 32 * 2 + 20, sorted(set(statuses))
+    answered = sample(after, "edge_sent_texts_total") - sample(before, "edge_sent_texts_total")
+    tokenized = sample(after, "edge_sent_tokenized_characters_total") - sample(
+        before, "edge_sent_tokenized_characters_total"
+    )
+    assert answered == statuses.count(200) > 20  # some huge texts were served
+    # each answered text tokenized from a prefix of 8 × max length characters (Chinese: one token a character)
+    assert tokenized <= answered * 8 * srv_max_length(tiny_bundle), (tokenized, answered)
+    assert peak - rss_before < 1500, (rss_before, peak)  # MB; 64 bodies of 1.8 MB posted
+    short_ms.sort()
+    print(
+        f"short requests: p50 {short_ms[len(short_ms) // 2]:.0f} ms, max {short_ms[-1]:.0f} ms; rss {rss_before:.0f} "
+        f"→ peak {peak:.0f} MB; statuses {sorted((s, statuses.count(s)) for s in set(statuses))}"
+    )
+
+
+def srv_max_length(bundle: Path) -> int:
+    return int(json.loads((bundle / "manifest.json").read_text())["max_length"])
+
+
+def test_auto_serves_a_batch_independent_variant_and_a_named_dependent_one_per_request(tiny_bundle, tmp_path, clf):
+    """Where the recorded ranking takes int8 (batch-dependent), `serve`'s auto takes int8-block; a named int8 runs
+    each request in batches of its own texts: every client gets int8's answer for its request alone."""
+    bundle = bundle_where_auto_takes_int8(tiny_bundle, tmp_path / "b")
+    assert Classifier.load(bundle, provider="cpu", probe=False).variant == "int8"  # what predict and score take
+    env = {"EDGE_SENT_PROBE": "0"}
+    with running(bundle, tmp_path, "--provider", "cpu", env=env) as srv:
+        info = requests.get(srv.url + "/info", timeout=TIMEOUT).json()
+        assert (info["variant"], info["batch_independent"], info["batching"]["scope"]) == ("int8-block", True, "queue")
+    int8 = Classifier.load(bundle, variant="int8", provider="cpu")
+    texts = TEXTS[:24]
+    alone = {t: int8.predict([t])[0].probabilities for t in texts}
+    args = ("--provider", "cpu", "--variant", "int8", "--max-wait-ms", "300", "--max-batch-size", "64")
+    with running(bundle, tmp_path, *args, env=env) as srv:
+        info = requests.get(srv.url + "/info", timeout=TIMEOUT).json()
+        assert (info["variant"], info["batch_independent"], info["batching"]["scope"]) == ("int8", False, "request")
+        assert "each request runs in batches of its own texts" in srv.output()
+        got: dict[str, dict] = {}
+        start = threading.Barrier(len(texts))
+
+        def client(text: str) -> None:
+            start.wait(timeout=60)
+            got[text] = scores(requests.post(srv.url + "/predict", json={"inputs": text}, timeout=TIMEOUT).json())
+
+        threads = [threading.Thread(target=client, args=(t,)) for t in texts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    spread = max(abs(got[t][label] - alone[t][label]) for t in texts for label in clf.labels)
+    assert spread < 1e-5, spread

@@ -38,6 +38,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "body over --payload-limit, or more inputs than --max-client-batch",
         422: "wrong types, unknown fields, empty or whitespace text, too long with truncate=false",
         429: "the queue is full: retry later",
+        503: "shutting down, or the batch worker stopped: retrying here will not help",
     }.items()
 }
 
@@ -78,8 +79,9 @@ def _answer(payload: Any, classified: Classified, start: float) -> JSONResponse:
 def create_app(classifier: Classifier, config: ServeConfig, bundle: Path, state: ServerState) -> FastAPI:
     outputs = [name for name in (PROBABILITIES, LOGITS) if name in classifier.engine.output_names]
     metrics = ServeMetrics(classifier.variant, classifier.providers[0], __version__)
-    batcher = Batcher(classifier.engine, config.batching, outputs, metrics)
-    service = ClassifyService(classifier, batcher, config.max_client_batch)
+    batch_independent = classifier.manifest.batch_independent(classifier.variant)
+    batcher = Batcher(classifier.engine, config.batching, outputs, metrics, per_request=not batch_independent)
+    service = ClassifyService(classifier, batcher, config.max_client_batch, metrics)
     labels = classifier.labels
     state.on_drain.append(batcher.flush)
 
@@ -157,7 +159,9 @@ def create_app(classifier: Classifier, config: ServeConfig, bundle: Path, state:
                 "labels": labels,
                 "max_length": classifier.max_length,
                 "outputs": outputs,
-                "batching": asdict(config.batching),
+                "batch_independent": batch_independent,  # False: batches hold one request's texts only
+                "batching": asdict(config.batching) | {"scope": "request" if batcher.per_request else "queue"},
+                "graceful_timeout_s": config.graceful_timeout_s,
                 "max_client_batch": config.max_client_batch,
                 "payload_limit": config.payload_limit,
                 "auth": config.api_key is not None,

@@ -11,6 +11,11 @@
   tokenizing and answering while the graph runs. Its rows go back to the waiting futures.
 * A future cancelled while queued (its client disconnected) leaves the queue at once: its work is dropped.
 * A batch whose run raises fails only its own futures; the worker goes on.
+* Admission comes first (`admit`, before the request is tokenized): a request whose texts would not fit in the
+  queue is refused at once (QueueFull: 429), and one that arrives while the worker is stopping or dead is refused
+  as unavailable (503); an admitted request's place is reserved until it is queued or given up.
+* `per_request`: every batch holds the texts of one request only (a batch-dependent variant then answers a
+  client the same whatever other clients send).
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ class QueueFull(Exception):
     """The queue holds `max_queue` texts: the request is refused at once (429)."""
 
 
+class Unavailable(Exception):
+    """The worker is shutting down or has stopped: the request is refused (503), retrying here will not help."""
+
+
 @dataclass(frozen=True)
 class Scores:
     """One text's output rows (by output name), whether max length cut it, and where its time went."""
@@ -56,6 +65,7 @@ class Job:
     key: int
     encoded: Encoded
     future: asyncio.Future[Scores]
+    request: int = 0
     enqueued: float = field(default_factory=time.perf_counter)
 
     @property
@@ -100,8 +110,18 @@ def plan_batch(lengths: Sequence[int], max_size: int, max_tokens: int) -> list[i
 class Batcher:
     """The queue and its single worker. `start` and every other method run on the event loop's thread."""
 
-    def __init__(self, engine: Engine, settings: BatchSettings, outputs: Sequence[str], metrics: ServeMetrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: BatchSettings,
+        outputs: Sequence[str],
+        metrics: ServeMetrics,
+        per_request: bool = False,
+    ) -> None:
         self._engine = engine
+        self.per_request = per_request
+        self._reserved = 0  # texts admitted and being tokenized, not queued yet
+        self._requests = itertools.count()
         self._settings = settings
         self._outputs = tuple(outputs)
         self._metrics = metrics
@@ -124,16 +144,28 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="edge-sent-batcher")
 
-    def submit(self, encoded: Sequence[Encoded]) -> list[asyncio.Future[Scores]]:
-        """Queue tokenized texts; raises QueueFull when they do not all fit (then nothing is queued)."""
+    def admit(self, texts: int) -> None:
+        """Reserve room for a request's texts before it is tokenized; raises Unavailable or QueueFull (nothing
+        reserved then). Every admit is matched by one `release` once the texts are queued or given up."""
         if self._closing or not self.alive:
-            raise QueueFull("the server is shutting down")
-        if len(self._pending) + len(encoded) > self._settings.max_queue:
-            raise QueueFull(f"the queue is full ({len(self._pending)} of {self._settings.max_queue} texts waiting)")
+            raise Unavailable("the server is shutting down" if self._closing else "the batch worker has stopped")
+        waiting = len(self._pending) + self._reserved
+        if waiting + texts > self._settings.max_queue:
+            raise QueueFull(f"the queue is full ({waiting} of {self._settings.max_queue} texts waiting)")
+        self._reserved += texts
+
+    def release(self, texts: int) -> None:
+        self._reserved -= texts
+
+    def submit(self, encoded: Sequence[Encoded]) -> list[asyncio.Future[Scores]]:
+        """Queue an admitted request's tokenized texts (raises Unavailable when the worker stopped meanwhile)."""
+        if self._closing or not self.alive:
+            raise Unavailable("the server is shutting down" if self._closing else "the batch worker has stopped")
         loop = asyncio.get_running_loop()
+        request = next(self._requests)
         futures: list[asyncio.Future[Scores]] = []
         for item in encoded:
-            job = Job(next(self._keys), item, loop.create_future())
+            job = Job(next(self._keys), item, loop.create_future(), request)
             job.future.add_done_callback(functools.partial(self._forget, job.key))
             self._pending[job.key] = job
             futures.append(job.future)
@@ -177,9 +209,14 @@ class Batcher:
         s = self._settings
         return plan_batch([job.length for job in jobs], s.max_batch_size, s.max_batch_tokens)
 
+    def _candidates(self) -> list[Job]:
+        """What the next batch may take: every queued text, or (per request) the oldest request's texts."""
+        jobs = list(self._pending.values())
+        return [job for job in jobs if job.request == jobs[0].request] if self.per_request else jobs
+
     def _full(self) -> bool:
         """The next batch cannot take one more text, even one no longer than its longest."""
-        jobs = list(self._pending.values())
+        jobs = self._candidates()
         planned = self._plan(jobs)
         width = max(jobs[i].length for i in planned)
         return (
@@ -191,7 +228,7 @@ class Batcher:
         """Only while more than one text is queued (a lone text runs at once) and the batch is not full yet."""
         oldest = next(iter(self._pending.values()))
         deadline = oldest.enqueued + self._settings.max_wait_ms / 1000
-        while not self._flushing and len(self._pending) > 1 and not self._full():
+        while not self._flushing and not self.per_request and len(self._pending) > 1 and not self._full():
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
@@ -202,7 +239,7 @@ class Batcher:
                 return
 
     def _take(self) -> list[Job]:
-        queued = list(self._pending.values())
+        queued = self._candidates()
         jobs = [queued[i] for i in self._plan(queued)]
         for job in jobs:
             del self._pending[job.key]

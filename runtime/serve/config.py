@@ -49,9 +49,12 @@ class ServeConfig:
     payload_limit: int = 2_000_000  # request body bytes
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
+    graceful_timeout_s: float = 30.0  # after SIGTERM: how long open requests may take before the server exits anyway
 
     def check(self) -> None:
         self.batching.check()
+        if self.graceful_timeout_s <= 0:
+            raise EdgeSentError(f"--graceful-timeout must be above 0 seconds, got {self.graceful_timeout_s}")
         if not 0 <= self.port <= 65535:
             raise EdgeSentError(f"--port must be 0..65535, got {self.port}")
         if self.max_client_batch < 1:

@@ -2,11 +2,14 @@
 
 error_type (TEI's vocabulary where it has one): validation (422, and 413 for too many inputs), invalid_json
 (400), payload_too_large (413), unauthorized (401), not_found (404), method_not_allowed (405), overloaded
-(429), unhealthy (503), backend (500: the model failed; the worker goes on).
+(429), unhealthy (503: shutting down, or the batch worker stopped), backend (500: the model failed; the worker goes
+on). A 500's body carries a request id, never the exception: the server logs the exception under that id.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 STATUS_TYPES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request": recorded in metrics, never sent
+log = logging.getLogger("edge_sent.serve")
 
 
 class ApiError(Exception):
@@ -50,7 +54,14 @@ async def _disconnected(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    return error_response(500, f"internal error: {type(exc).__name__}: {exc}", "backend")
+    request_id = uuid.uuid4().hex[:16]
+    log.error("request %s (%s %s) failed", request_id, request.method, request.url.path, exc_info=exc)
+    body = {
+        "error": f"internal error (request id {request_id}: the server's log has the details)",
+        "error_type": "backend",
+        "request_id": request_id,
+    }
+    return JSONResponse(body, status_code=500, headers={"x-request-id": request_id})
 
 
 def install_error_handlers(app: FastAPI) -> None:

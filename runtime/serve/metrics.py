@@ -44,6 +44,9 @@ class ServeMetrics:
             "edge_sent_dropped_texts", "Queued texts dropped because their client disconnected", registry=r
         )
         self.batch_errors = Counter("edge_sent_batch_errors", "Batches whose run raised", registry=r)
+        self.tokenized_chars = Counter(
+            "edge_sent_tokenized_characters", "Characters given to the tokenizer (a long text: its prefix)", registry=r
+        )
         info = Gauge("edge_sent_info", "The model being served", ["variant", "provider", "version"], registry=r)
         info.labels(variant, provider, version).set(1)
 

@@ -1,8 +1,10 @@
 """Run the server: check the settings, load and verify the bundle, THEN open the port, serve until
 SIGTERM/SIGINT, finish what is queued and in flight, return (exit 0).
 
-uvicorn handles the graceful part (stop accepting, wait for open requests, then the app's lifespan shutdown,
-which drains the batch queue). Two changes to its signal handling: /health turns 503 as soon as the signal
+uvicorn handles the graceful part (stop accepting, wait for open requests — at most `graceful_timeout_s`, so a
+stalled upload cannot hold the exit forever — then the app's lifespan shutdown, which drains the batch queue).
+`auto` takes a batch-independent variant only: a client's answer never moves with other clients' texts.
+Two changes to its signal handling: /health turns 503 as soon as the signal
 arrives, and uvicorn's re-raising of the signal after a clean shutdown (which would end the process with
 "killed by SIGTERM" instead of status 0) is skipped. A second SIGINT still forces the exit.
 """
@@ -55,7 +57,9 @@ def load(
 ) -> Classifier:
     """Check the settings and load the bundle (every file the session reads is checked against its sha256)."""
     config.check()
-    classifier = Classifier.load(bundle, variant=variant, provider=provider, threads=threads, precision=precision)
+    classifier = Classifier.load(
+        bundle, variant=variant, provider=provider, threads=threads, precision=precision, batch_independent=True
+    )
     config.batching.check_model(classifier.max_length)
     return classifier
 
@@ -71,7 +75,18 @@ def serve(classifier: Classifier, bundle: Path, config: ServeConfig) -> None:
         f"{classifier.providers[0]}, labels {', '.join(classifier.labels)})\n"
     )
     sys.stderr.flush()
-    uv_config = uvicorn.Config(app, log_level="info", access_log=False, lifespan="on", timeout_graceful_shutdown=None)
+    if not classifier.manifest.batch_independent(classifier.variant):
+        sys.stderr.write(
+            f"edge-sent serve: variant {classifier.variant}'s answers depend on their batch: each request runs in "
+            "batches of its own texts only (the same answer whatever other clients send)\n"
+        )
+    uv_config = uvicorn.Config(
+        app,
+        log_level="info",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=config.graceful_timeout_s,  # type: ignore[arg-type]  # a float works
+    )
 
     try:
         _Server(uv_config, state.begin_draining).run(sockets=[sock])

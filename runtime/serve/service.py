@@ -1,5 +1,6 @@
-"""One classification request: validate the texts, tokenize on arrival, queue, wait for the rows (or for the
-client to leave, which drops its queued work)."""
+"""One classification request: validate the texts, admit it (room in the queue, before any tokenizing), tokenize
+it (a long text only as far as max length reads it; long requests off the event loop, a few at a time), queue it,
+wait for the rows (or for the client to leave, which drops its queued work)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from typing import Any
 from starlette.types import Receive
 
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.serve.batching import Batcher, QueueFull, Scores
+from edge_sent.runtime.serve.batching import Batcher, QueueFull, Scores, Unavailable
 from edge_sent.runtime.serve.errors import ApiError, ClientDisconnected
+from edge_sent.runtime.serve.metrics import ServeMetrics
 from edge_sent.tokenization import Encoded
 
 TOKENIZE_INLINE_CHARS = 20_000  # longer requests are tokenized on a thread, off the event loop
+TOKENIZING_AT_ONCE = 2  # requests tokenized on threads at once (the others wait, their queue places reserved)
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,12 @@ async def wait_for_disconnect(receive: Receive) -> None:
 
 
 class ClassifyService:
-    def __init__(self, classifier: Classifier, batcher: Batcher, max_client_batch: int) -> None:
+    def __init__(self, classifier: Classifier, batcher: Batcher, max_client_batch: int, metrics: ServeMetrics) -> None:
         self.classifier = classifier
         self.batcher = batcher
         self.max_client_batch = max_client_batch
+        self.metrics = metrics
+        self._tokenizing = asyncio.Semaphore(TOKENIZING_AT_ONCE)
 
     def require_output(self, name: str) -> None:
         if name not in self.classifier.engine.output_names:
@@ -63,26 +68,40 @@ class ClassifyService:
         for position, text in enumerate(texts):
             if not text.strip():
                 raise ApiError(422, f"inputs[{position}] is empty or whitespace", "validation")
-        encoded = await self._encode(texts)
-        truncated = [i for i, e in enumerate(encoded) if e.truncated]
-        if truncated and not truncate:
-            raise ApiError(
-                422,
-                f"inputs[{truncated[0]}] is longer than the model's max length of {self.classifier.max_length} "
-                "tokens and truncate is false",
-                "validation",
-            )
         try:
-            futures = self.batcher.submit(encoded)
+            self.batcher.admit(len(texts))  # before any tokenizing: an overloaded server refuses cheaply
         except QueueFull as exc:
             raise ApiError(429, f"overloaded: {exc}; retry later", "overloaded", {"Retry-After": "1"}) from None
+        except Unavailable as exc:
+            raise ApiError(503, f"unavailable: {exc}", "unhealthy") from None
+        try:
+            encoded = await self._encode(texts)
+            truncated = [i for i, e in enumerate(encoded) if e.truncated]
+            if truncated and not truncate:
+                raise ApiError(
+                    422,
+                    f"inputs[{truncated[0]}] is longer than the model's max length of {self.classifier.max_length} "
+                    "tokens and truncate is false",
+                    "validation",
+                )
+            try:
+                futures = self.batcher.submit(encoded)
+            except Unavailable as exc:
+                raise ApiError(503, f"unavailable: {exc}", "unhealthy") from None
+        finally:
+            self.batcher.release(len(texts))
         return Classified(await _wait(futures, receive), truncated)
 
     async def _encode(self, texts: Sequence[str]) -> list[Encoded]:
-        encode = self.classifier.engine.encode
+        tokenizer = self.classifier.engine.tokenizer
         if sum(map(len, texts)) <= TOKENIZE_INLINE_CHARS:
-            return encode(texts)
-        return await asyncio.to_thread(encode, texts)
+            prefixes = tokenizer.prefixes(texts)
+            self.metrics.tokenized_chars.inc(sum(map(len, prefixes)))
+            return tokenizer.encode(prefixes, prefixed=True)
+        async with self._tokenizing:
+            prefixes = await asyncio.to_thread(tokenizer.prefixes, texts)
+            self.metrics.tokenized_chars.inc(sum(map(len, prefixes)))
+            return await asyncio.to_thread(tokenizer.encode, prefixes, True)
 
 
 async def _wait(futures: list[asyncio.Future[Scores]], receive: Receive) -> list[Scores]:

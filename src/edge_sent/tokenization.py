@@ -109,9 +109,10 @@ class Tokenizer:
         bound = PREFIX_CHARS_PER_TOKEN * self.max_length
         return [self.prefix(text) if len(text) > bound else text for text in texts]
 
-    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+    def encode(self, texts: Sequence[str], prefixed: bool = False) -> list[Encoded]:
+        """Token ids of each text (`prefixed`: the texts are already `prefixes`)."""
         check_texts(texts)
-        texts = self.prefixes(texts)
+        texts = texts if prefixed else self.prefixes(texts)
         encoded: list[Encoded] = []
         for start in range(0, len(texts), ENCODE_CHUNK):
             chunk = self.tokenizer.encode_batch(list(texts[start : start + ENCODE_CHUNK]), add_special_tokens=True)

@@ -31,6 +31,9 @@ def serve_cmd(
     max_queue: Annotated[int, typer.Option(help="Texts waiting for a batch before requests get 429.")] = 1024,
     max_client_batch: Annotated[int, typer.Option(help="Texts in one request (more: 413).")] = 32,
     payload_limit: Annotated[int, typer.Option(help="Request body bytes (more: 413).")] = 2_000_000,
+    graceful_timeout: Annotated[
+        float, typer.Option(help="Seconds open requests may take after SIGTERM before the server exits anyway.")
+    ] = 30.0,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -42,7 +45,9 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve the bundle over HTTP with dynamic batching: TEI's POST /predict, the Hugging Face Inference API
-    (POST /), /health, /info, /metrics, /docs. SIGTERM or Ctrl-C: finish queued requests, exit 0."""
+    (POST /), /health, /info, /metrics, /docs. SIGTERM or Ctrl-C: finish queued requests (at most
+    --graceful-timeout seconds), exit 0. `auto` serves a batch-independent variant; a named batch-dependent one runs
+    each request in batches of its own."""
     try:
         from edge_sent.runtime.serve.config import BatchSettings, ServeConfig
         from edge_sent.runtime.serve.server import load, serve
@@ -57,6 +62,7 @@ def serve_cmd(
         payload_limit=payload_limit,
         api_key=api_key,
         cors_origins=tuple(cors_origin or ()),
+        graceful_timeout_s=graceful_timeout,
     )
     classifier = load(bundle, variant, provider, precision, threads, config)
     serve(classifier, bundle, config)
