@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -60,6 +61,12 @@ def torch_logits(model: SentimentModel, tokenizer: Tokenizer, texts: list[str]) 
     return np.stack(rows)
 
 
+def exact_logits(model: SentimentModel, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
+    """The same pipeline computed in float64 (a copy of the model): the exact value both fp32 computations, torch's
+    and the graph's, round away from."""
+    return torch_logits(copy.deepcopy(model).double(), tokenizer, texts)
+
+
 def engine(path: Path, tokenizer: Tokenizer) -> Engine:
     """The runtime's own engine on the CPU provider (strict): what export verifies is what the runtime runs."""
     return Engine(path, tokenizer, SessionConfig(provider="cpu", strict=True))
@@ -82,29 +89,41 @@ def parity(reference: np.ndarray, logits: np.ndarray) -> dict:
     }
 
 
-PARITY_TOLERANCE = 1e-4  # × max(1, largest |logit|): the fp32 graph's contract with torch
+PARITY_TOLERANCE = 1e-4  # × max(1, largest |logit|): the fp32 graph's floor
+# The graph's fp32 error against the exact (float64) logits, over torch's own fp32 error on the same texts: 0.77 to
+# 1.45 over random:tiny trained with seeds 1-8 (`docs/export.md`). fp32 rounding in the encoder is amplified by the
+# head's weights: a head fitted on nearly collapsed random features (row norms ~180) turns 1e-7 into ~1e-4, where
+# a fixed 1e-4 tolerance refused correct graphs by seed luck.
+FP32_NOISE_FACTOR = 4.0
 MIN_SPREAD = 10  # the logits must spread over at least this many tolerances, or parity proves nothing
 
 
-def gate_fp32(reference: np.ndarray, logits_1: np.ndarray, logits_padded: np.ndarray) -> dict:
+def gate_fp32(reference: np.ndarray, exact: np.ndarray, logits_1: np.ndarray, logits_padded: np.ndarray) -> dict:
     """The fp32 parity record, or EdgeSentError refusing the export.
 
-    1e-4 absolute for logits of order one; relative to the logit scale beyond that (a head fitted on nearly
-    collapsed random-encoder features has large weights that scale fp32 rounding up with it). A reference
-    whose logits barely vary across the verification texts is refused too: a constant output would pass."""
+    `reference`: torch's fp32 logits; `exact`: the same model in float64. The graph's logits (batch 1 and padded
+    batches) must be within `tolerance` of the exact ones: the larger of 1e-4 × max(1, largest |logit|) and
+    FP32_NOISE_FACTOR × torch's own fp32 error, i.e. the graph may round no worse than a few times torch does. A
+    reference whose logits barely vary across the verification texts is refused too: a constant output would pass."""
     record = parity(reference, logits_1) | {"max_abs_dlogit_padded": float(np.abs(reference - logits_padded).max())}
     scale = max(1.0, float(np.abs(reference).max()))
-    tolerance = PARITY_TOLERANCE * scale
-    record |= {"logit_scale": scale, "tolerance": tolerance}
-    if record["logit_spread"] < MIN_SPREAD * tolerance:
+    floor = PARITY_TOLERANCE * scale
+    torch_error = float(np.abs(reference - exact).max())
+    tolerance = max(floor, FP32_NOISE_FACTOR * torch_error)
+    worst = max(float(np.abs(exact - logits_1).max()), float(np.abs(exact - logits_padded).max()))
+    record |= {"logit_scale": scale, "tolerance": tolerance, "torch_fp32_error": torch_error}
+    record |= {"max_abs_dlogit_vs_exact": worst}
+    if record["logit_spread"] < MIN_SPREAD * floor:
         raise EdgeSentError(
             f"the model's logits are (nearly) constant across {len(reference)} verification texts (spread "
-            f"{record['logit_spread']:.1e} < {MIN_SPREAD * tolerance:.1e}): parity with torch proves nothing, "
+            f"{record['logit_spread']:.1e} < {MIN_SPREAD * floor:.1e}): parity with torch proves nothing, "
             "export refused"
         )
-    worst = max(record["max_abs_dlogit"], record["max_abs_dlogit_padded"])
     if worst > tolerance:
-        raise EdgeSentError(f"fp32 ONNX differs from torch by {worst:.2e} (> {tolerance:.1e}): export refused")
+        raise EdgeSentError(
+            f"fp32 ONNX differs from torch by {worst:.2e} against the exact (float64) logits (> {tolerance:.1e}: "
+            f"1e-4 × logit scale, or {FP32_NOISE_FACTOR:g}× torch's own fp32 error {torch_error:.1e}): export refused"
+        )
     return record
 
 
