@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 
 from edge_sent.export import string_graph as sg
+from edge_sent.export.string_case import case_map, splitting
 from edge_sent.runtime.strings import extensions_library
 from edge_sent.tokenization import Tokenizer
 
@@ -89,6 +90,7 @@ class DerivedTokenizer:
     spec: sg.TokenizerSpec
     classes: sg.CharClasses
     steps: tuple[sg.Rewrite, ...]
+    case: dict[str, str] = field(default_factory=dict)  # uncased tokenizers: character -> normal form
 
 
 def session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
@@ -100,9 +102,17 @@ def session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
 
 
 def prepare_tokenizer(tokenizer_file: Path) -> DerivedTokenizer:
+    import tokenizers
+
     spec = sg.TokenizerSpec.read(tokenizer_file)
     classes = sg.char_classes(tokenizer_file)
-    return DerivedTokenizer(spec, classes, tuple(sg.rewrites(spec, classes)))
+    case: dict[str, str] = {}
+    if classes.changed:
+        normalize = tokenizers.Tokenizer.from_file(str(tokenizer_file)).normalizer.normalize_str
+        breaks, split = set(classes.removed) | set(classes.spaces), set(classes.split)
+        case = case_map(spec.op_vocab(), spec.suffix, classes.changed, normalize, breaks, split)
+        classes = replace(classes, split=tuple(sorted(split | set(splitting(classes.changed, normalize, split)))))
+    return DerivedTokenizer(spec, classes, tuple(sg.rewrites(spec, classes)), case)
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,7 @@ def scan_code_points(prepared: DerivedTokenizer, tokenizer_file: Path) -> dict[i
     """Every code point c as `a{c}a` (CHUNK of them per text, space-separated): {code point: class} of those whose
     token ids differ from `tokenizers`'."""
     reference = _untruncated(tokenizer_file)
-    run = session(sg.tokenizer_model(prepared.spec, prepared.steps, 4 * CHUNK + 2))
+    run = session(sg.tokenizer_model(prepared.spec, prepared.steps, 4 * CHUNK + 2, prepared.case))
     points = list(sg.code_points())
     chunks = [points[i : i + CHUNK] for i in range(0, len(points), CHUNK)]
     texts = [" ".join(f"a{chr(c)}a" for c in chunk) for chunk in chunks]
@@ -170,7 +180,7 @@ def scan_code_points(prepared: DerivedTokenizer, tokenizer_file: Path) -> dict[i
 
 
 NUL_CLASS = "NUL (U+0000): onnxruntime's custom-operator API reads a string up to its first NUL"
-CASE_CLASS = "lower-casing or accent stripping beyond the operator's tables (ASCII, Latin-1, basic Greek/Cyrillic)"
+CASE_CLASS = "lower-casing or accent stripping into a space or punctuation (outside the character map)"
 
 
 def code_point_class(prepared: DerivedTokenizer, c: int) -> str:

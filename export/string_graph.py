@@ -8,9 +8,9 @@ Input `text` (string, `[batch]`); outputs `logits`, `probabilities`, `label_ids`
    `tokenizers` matches them in the raw text) become private markers (noncharacters U+FDD0...) that the vocabulary
    given to the operators spells that way; characters `tokenizers` removes (control, format, private use, U+FFFD)
    are removed; its whitespace becomes a space; Chinese characters and punctuation get spaces around them;
-2. `StringLower` for an uncased tokenizer (its table covers ASCII, Latin-1, basic Greek and Cyrillic; accents are
-   not stripped: the export's code-point scan names where this differs);
-3. `StringSplit` on spaces into words, `WordpieceTokenizer` into pieces, `LabelEncoder` (ai.onnx.ml) into ids; a
+2. `StringSplit` on spaces into words; for an uncased tokenizer, every word through a character map derived from the
+   tokenizer's normalizer (lower-casing and accent stripping, exact for every code point: `string_case`);
+3. `WordpieceTokenizer` into pieces, `LabelEncoder` (ai.onnx.ml) into ids; a
    word with an unknown piece becomes one [UNK], as in `tokenizers` (the operator keeps the pieces before it);
 4. standard operators scatter the ids into rows: [CLS], at most max length - 2 tokens, [SEP], padding to the batch's
    longest text; `truncated` says which texts were cut.
@@ -22,7 +22,7 @@ its character tables miss full-width punctuation (，！？（）) and it takes 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_sent.errors import EdgeSentError
+from edge_sent.export.string_case import case_nodes
 
 CONTRIB = "ai.onnx.contrib"  # onnxruntime-extensions' operator domain
 TEXT = "text"
@@ -226,7 +227,9 @@ def _node(op: str, inputs: Sequence[str], output: str, domain: str = "", **attrs
     return helper.make_node(op, list(inputs), [output], domain=domain or None, **attrs)
 
 
-def tokenizer_nodes(spec: TokenizerSpec, steps: Sequence[Rewrite], max_length: int) -> list[onnx.NodeProto]:
+def tokenizer_nodes(
+    spec: TokenizerSpec, steps: Sequence[Rewrite], max_length: int, case: Mapping[str, str] | None = None
+) -> list[onnx.NodeProto]:
     """`text` -> input_ids, attention_mask, token_type_ids (int64 [batch, longest]) and truncated (bool [batch]).
 
     No loop over the batch: the rewritten texts are split into words (StringSplit), every word is cut into
@@ -250,9 +253,11 @@ def tokenizer_nodes(spec: TokenizerSpec, steps: Sequence[Rewrite], max_length: i
             ),
         ]
         current = f"{p}re{k}/text"
-    if spec.lowercase:
+    if spec.lowercase and not case:  # (without a case map: the operator's tables, inexact beyond them)
         nodes.append(_node("StringLower", [current], p + "lower", CONTRIB))
         current = p + "lower"
+    words = p + "words"
+    cased = case_nodes(dict(case), words, p + "cased_words", p + "case/") if case else []
     cap = max_length - 2  # tokens between [CLS] and [SEP]
     nodes += [
         _str_const(p + "space", " "),
@@ -263,10 +268,11 @@ def tokenizer_nodes(spec: TokenizerSpec, steps: Sequence[Rewrite], max_length: i
             [p + "word_index", p + "words", p + "split_shape"],
             domain=CONTRIB,
         ),
+        *cased,
         _const(p + "no_rows", np.zeros(0, dtype=np.int64)),
         helper.make_node(
             "WordpieceTokenizer",
-            [p + "words", p + "no_rows"],
+            [p + "cased_words" if case else words, p + "no_rows"],
             [p + "pieces", p + "starts_all", p + "starts", p + "ends"],
             domain=CONTRIB,
             vocab=json.dumps({token: i for i, token in enumerate(vocab)}, ensure_ascii=False),
@@ -381,16 +387,24 @@ def text_input() -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(TEXT, TensorProto.STRING, ["batch"])
 
 
-def tokenizer_model(spec: TokenizerSpec, steps: Sequence[Rewrite], max_length: int) -> onnx.ModelProto:
+def tokenizer_model(
+    spec: TokenizerSpec, steps: Sequence[Rewrite], max_length: int, case: Mapping[str, str] | None = None
+) -> onnx.ModelProto:
     """The tokenizer alone (what the export's token-id check runs)."""
     outputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"]) for name in TOKEN_OUTPUTS]
     outputs.append(helper.make_tensor_value_info(TRUNCATED, TensorProto.BOOL, ["batch"]))
-    graph = helper.make_graph(tokenizer_nodes(spec, steps, max_length), "tokenizer", [text_input()], outputs)
+    graph = helper.make_graph(tokenizer_nodes(spec, steps, max_length, case), "tokenizer", [text_input()], outputs)
     return helper.make_model(graph, opset_imports=_opsets(), producer_name="edge-sent")
 
 
 def wrap(
-    model_path: Path, spec: TokenizerSpec, steps: Sequence[Rewrite], max_length: int, labels: Sequence[str], out: Path
+    model_path: Path,
+    spec: TokenizerSpec,
+    steps: Sequence[Rewrite],
+    max_length: int,
+    labels: Sequence[str],
+    out: Path,
+    case: Mapping[str, str] | None = None,
 ) -> None:
     """The variant's graph with the tokenizer in front and the label id and name behind: `text` in, labels out."""
     model = onnx.load(str(model_path))
@@ -406,7 +420,7 @@ def wrap(
         helper.make_node("Constant", [], [_P + "names"], value=names),
         helper.make_node("Gather", [_P + "names", LABEL_IDS], [LABEL], axis=0),
     ]
-    nodes = tokenizer_nodes(spec, steps, max_length) + list(graph.node) + post
+    nodes = tokenizer_nodes(spec, steps, max_length, case) + list(graph.node) + post
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.input[:]

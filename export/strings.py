@@ -74,7 +74,7 @@ def _token_check(job: Prepared, prepared: sc.DerivedTokenizer, strings: StringsP
     tokenizer_file = job.encoder.tokenizer_file
     say("checking the in-graph tokenizer against tokenizer.json: every code point, the corpus, adversarial text")
     bad_points = sc.scan_code_points(prepared, tokenizer_file)
-    run = sc.session(sg.tokenizer_model(prepared.spec, prepared.steps, job.max_length))
+    run = sc.session(sg.tokenizer_model(prepared.spec, prepared.steps, job.max_length, prepared.case))
     texts: list[str] = []
     for path, field in strings.corpus:
         texts += texts_from(path, field)
@@ -148,7 +148,7 @@ def build(job: Prepared, tmp: Path, variants: dict[str, dict], strings: StringsP
         source = tmp / variants[name]["file"]
         target = tmp / strings_file_name(source.name)
         say(f"wrapping {name} with the tokenizer: {target.name}")
-        sg.wrap(source, prepared.spec, prepared.steps, job.max_length, list(job.meta.labels), target)
+        sg.wrap(source, prepared.spec, prepared.steps, job.max_length, list(job.meta.labels), target, prepared.case)
         record["graphs"][name] = {
             "file": target.name,
             "wraps": source.name,

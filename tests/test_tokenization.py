@@ -53,3 +53,11 @@ def test_a_long_text_costs_the_tokens_the_model_reads() -> None:
     assert tokenizer.encode([text])[0].truncated
     words = "x" * 10_000  # one word: the cut would change it, so the whole text is tokenized
     assert tokenizer.prefix(words) == words
+
+
+def test_with_truncation_turned_off_the_whole_text_is_tokenized() -> None:
+    """(the export's code-point scan turns truncation off on its reference tokenizer)"""
+    tokenizer = Tokenizer(CHINESE, 8)
+    tokenizer.tokenizer.no_truncation()
+    text = "好" * 500
+    assert len(tokenizer.encode([text])[0].ids) == 502

@@ -105,7 +105,9 @@ class Tokenizer:
         return text
 
     def prefixes(self, texts: Sequence[str]) -> list[str]:
-        """`prefix` of every text (short texts as they are)."""
+        """`prefix` of every text (short texts as they are; every text whole when truncation was turned off)."""
+        if self.tokenizer.truncation is None:
+            return list(texts)
         bound = PREFIX_CHARS_PER_TOKEN * self.max_length
         return [self.prefix(text) if len(text) > bound else text for text in texts]
 
