@@ -1,18 +1,51 @@
 #!/usr/bin/env bash
-# Mutation testing of the torch-free base and runtime (mutmut 2.x mutates files in place, so it works on a
-# scratch copy): scripts/mutation.sh [SCRATCH_DIR]  → `mutmut results` there lists the survivors.
+# Mutation testing (mutmut 2.x mutates files in place, so it works on a scratch copy):
+#   scripts/mutation.sh [SCRATCH_DIR] [SET]   → `mutmut results` there lists the survivors
+# SET base (default): the torch-free base and runtime, run by the fast torch-free tests (readers, tables, runtime
+# units: a synthetic bundle, no export).
+# SET faults: score, the score job, the server's request path, the feature store and `auto`'s rules, each module
+# with the tests that target it; the scratch venv has the train extra (the feature-store tests encode with
+# random:tiny) and the tiny run and bundle are built once (EDGE_SENT_TEST_REUSE) instead of once per mutant.
 # mutmut 2 counts a mutant as killed only on exit code 1 and times out only its direct child: the runner wraps
-# pytest in `timeout 60 … || exit 1`. The runner is the fast torch-free tests (readers, tables, runtime units: a synthetic bundle, no export).
+# pytest in `timeout … || exit 1`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch="${1:-/tmp/edge-sent-mutation}"
+set_name="${2:-base}"
 rm -rf "$scratch" && mkdir -p "$scratch"
 git ls-files -z | xargs -0 cp --parents -t "$scratch"
 python3 -m venv "$scratch/.venv"
-"$scratch/.venv/bin/pip" install -q -e "$scratch" pytest hypothesis onnx "mutmut==2.5.1"
+pip="$scratch/.venv/bin/pip"
+if [ "$set_name" = faults ]; then
+  "$pip" install -q torch==2.13.0
+  "$pip" install -q -e "$scratch[train,test]" "mutmut==2.5.1"
+else
+  "$pip" install -q -e "$scratch" pytest hypothesis onnx "mutmut==2.5.1"
+fi
 cd "$scratch"
-PATH="$scratch/.venv/bin:$PATH" mutmut run \
-  --paths-to-mutate src/edge_sent/labeled.py,src/edge_sent/readers.py,src/edge_sent/metrics.py,src/edge_sent/tokenization.py,src/edge_sent/contract.py,src/edge_sent/providers.py,src/edge_sent/variants.py,runtime/classifier.py,runtime/engine.py,runtime/session.py,runtime/bench.py \
-  --tests-dir tests --simple-output --no-progress \
-  --runner "bash -c \"timeout 60 python -B -m pytest -x -q -p no:cacheprovider tests/test_readers.py tests/test_tables.py tests/test_runtime_units.py -k 'not cli_choices and not export_builds' || exit 1\"" || true
-PATH="$scratch/.venv/bin:$PATH" mutmut results
+export PATH="$scratch/.venv/bin:$PATH"
+pytest_q="python -B -m pytest -x -q -p no:cacheprovider"
+
+run() {  # run PATHS SECONDS TESTS...: mutate PATHS, kill with TESTS (each mutant's run bounded by SECONDS)
+  local paths="$1" seconds="$2"
+  shift 2
+  mutmut run --paths-to-mutate "$paths" --tests-dir tests --simple-output --no-progress \
+    --runner "bash -c \"timeout $seconds $pytest_q $* || exit 1\"" || true
+}
+
+if [ "$set_name" = faults ]; then
+  export EDGE_SENT_TEST_REUSE="$scratch/.reuse" EDGE_SENT_PROBE=0
+  mkdir -p "$EDGE_SENT_TEST_REUSE"
+  $pytest_q tests/test_score.py -k shards_hold  # builds the tiny run and bundle once, unmutated
+  run src/edge_sent/fidelity.py 60 tests/test_fidelity.py tests/test_host_auto.py \
+    "-k 'fastest_variant_at_or_above or float_path_on_cuda or warns_about or rule_never'"
+  run train/feature_store.py 120 tests/test_feature_store.py "-k 'not sigkill and not cli'"
+  run runtime/score.py,runtime/score_job.py 120 tests/test_score.py tests/test_score_faults.py \
+    "-k 'shards_hold or in_chunks or ids_from or in_process or changes'"
+  run runtime/serve/batching.py,runtime/serve/service.py,runtime/serve/errors.py,runtime/serve/config.py 60 \
+    tests/test_serve_units.py tests/test_serve.py "-k 'full_queue or dead_worker or per_request or request_id or encoded_is or plan_batch'"
+else
+  run src/edge_sent/labeled.py,src/edge_sent/readers.py,src/edge_sent/metrics.py,src/edge_sent/tokenization.py,src/edge_sent/contract.py,src/edge_sent/providers.py,src/edge_sent/variants.py,runtime/classifier.py,runtime/engine.py,runtime/session.py,runtime/bench.py 60 \
+    "tests/test_readers.py tests/test_tables.py tests/test_runtime_units.py -k 'not cli_choices and not export_builds'"
+fi
+mutmut results

@@ -83,10 +83,16 @@ def train_on_chnsenticorp(out: Path, encoder: str, **options: object) -> dict:
     return train(TrainConfig(out=out, encoder=encoder, **config))
 
 
+# scripts/mutation.sh: a folder where the tiny run and bundle are built once and reused by every test run (its
+# runners load the bundle; rebuilding it for each mutant would cost a minute each)
+REUSE = os.environ.get("EDGE_SENT_TEST_REUSE")
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    train_on_chnsenticorp(out, "random:tiny", limit=800)
+    out = Path(REUSE) / "tiny-run" if REUSE else tmp_path_factory.mktemp("runs") / "tiny"
+    if not (REUSE and (out / "head.json").is_file()):
+        train_on_chnsenticorp(out, "random:tiny", limit=800)
     return out
 
 
@@ -94,7 +100,9 @@ def tiny_run(tmp_path_factory) -> Path:
 def tiny_bundle(tmp_path_factory, tiny_run: Path) -> Path:
     from edge_sent.export.run import ExportConfig, export_bundle
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    out = Path(REUSE) / "tiny-bundle" if REUSE else tmp_path_factory.mktemp("bundles") / "tiny"
+    if REUSE and (out / "manifest.json").is_file():
+        return out
     export_bundle(
         ExportConfig(
             run_dir=tiny_run,

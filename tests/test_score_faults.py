@@ -161,3 +161,35 @@ def test_a_full_disk_is_one_line_no_partial_shard_and_the_rerun_finishes(tiny_bu
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["shards_skipped"] == done_before
     assert _ids(out) == IDS and not list(out.glob(".*.tmp"))
+
+
+def test_in_process_the_lock_excludes_a_second_holder_and_the_job_check_names_the_change(tmp_path):
+    """(the same rules as the CLI tests above, in one process: fast enough for the mutation run)"""
+    from edge_sent.errors import EdgeSentError
+    from edge_sent.runtime.score_job import claim_directory, output_lock
+
+    out = tmp_path / "o"
+    model = {"sha256": "a", "variant": "int8", "provider": "cpu", "precision": "fp32", "batch_size": 32}
+    job = {"inputs": [], "bundle": "/b", "model": model, "shard_size": 10}
+    with output_lock(out):
+        with pytest.raises(EdgeSentError, match="is being written by another"), output_lock(out):
+            pass
+        claim_directory(out, job)
+        claim_directory(out, job)  # the same job: accepted
+        (out / ".part-000-000001.jsonl.77.tmp").write_text("half")
+        (out / "part-000-000000.jsonl").write_text("{}\n")
+        with pytest.raises(EdgeSentError, match=r"changed: --batch-size .*: 32 → 8; --shard-size: 10 → 20"):
+            claim_directory(out, job | {"model": model | {"batch_size": 8}, "shard_size": 20})
+        assert (out / ".part-000-000001.jsonl.77.tmp").exists()  # a refused run removes nothing
+        claim_directory(out, job)
+        assert not list(out.glob(".*.tmp"))  # the same job clears what a killed run left
+    with output_lock(out):  # released at the end of the block
+        pass
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "part-000-000000.jsonl").write_text("{}\n")
+    with pytest.raises(EdgeSentError, match=r"holds shards but no job\.json"):
+        claim_directory(other, job)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(EdgeSentError, match="exists and is not a directory"), output_lock(tmp_path / "file"):
+        pass
