@@ -43,7 +43,7 @@ if [ "$set_name" = faults ]; then
   run runtime/score.py,runtime/score_job.py 120 tests/test_score.py tests/test_score_faults.py \
     "-k 'shards_hold or in_chunks or ids_from or in_process or changes'"
   run runtime/serve/batching.py,runtime/serve/service.py,runtime/serve/errors.py,runtime/serve/config.py 60 \
-    tests/test_serve_units.py tests/test_serve.py "-k 'full_queue or dead_worker or per_request or request_id or encoded_is or plan_batch'"
+    tests/test_serve_units.py tests/test_serve.py::test_plan_batch_takes_the_oldest_then_the_cheapest_neighbours
 else
   run src/edge_sent/labeled.py,src/edge_sent/readers.py,src/edge_sent/metrics.py,src/edge_sent/tokenization.py,src/edge_sent/contract.py,src/edge_sent/providers.py,src/edge_sent/variants.py,runtime/classifier.py,runtime/engine.py,runtime/session.py,runtime/bench.py 60 \
     "tests/test_readers.py tests/test_tables.py tests/test_runtime_units.py -k 'not cli_choices and not export_builds'"
