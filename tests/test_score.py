@@ -59,6 +59,8 @@ def test_a_shard_is_tokenized_in_chunks(fp32, tmp_path, monkeypatch):
     calls: list[int] = []
 
     class Counting:
+        truncation = real.truncation
+
         def encode_batch(self, texts, **kw):
             calls.append(len(texts))
             return real.encode_batch(texts, **kw)
