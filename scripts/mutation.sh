@@ -37,8 +37,8 @@ if [ "$set_name" = faults ]; then
   export EDGE_SENT_TEST_REUSE="$scratch/.reuse" EDGE_SENT_PROBE=0
   mkdir -p "$EDGE_SENT_TEST_REUSE"
   $pytest_q tests/test_score.py -k shards_hold  # builds the tiny run and bundle once, unmutated
-  run src/edge_sent/fidelity.py 60 tests/test_fidelity.py tests/test_host_auto.py \
-    "-k 'fastest_variant_at_or_above or float_path_on_cuda or warns_about or rule_never'"
+  run src/edge_sent/fidelity.py 120 tests/test_fidelity.py tests/test_host_auto.py \
+    "-k 'not answers_the_same and not cli and not serve and not real_probe'"
   run train/feature_store.py 120 tests/test_feature_store.py "-k 'not sigkill and not cli and not two_threads'"
   run runtime/score.py,runtime/score_job.py 120 tests/test_score.py tests/test_score_faults.py \
     "-k 'shards_hold or in_chunks or ids_from or in_process or changes'"

@@ -193,3 +193,31 @@ def test_in_process_the_lock_excludes_a_second_holder_and_the_job_check_names_th
     (tmp_path / "file").write_text("")
     with pytest.raises(EdgeSentError, match="exists and is not a directory"), output_lock(tmp_path / "file"):
         pass
+
+
+def test_in_process_summary_input_checks_and_shard_lines(tiny_bundle, tmp_path):
+    """(fast, for the mutation run) the summary's fields, the setting and input checks, a shard's JSON lines"""
+    import re
+
+    from edge_sent.errors import EdgeSentError
+    from edge_sent.runtime import Classifier
+    from edge_sent.runtime.score import ScoreConfig, ScoreStats, check_inputs, score
+
+    summary = ScoreStats(rows=10, seconds=2.0, bad_rows=[f"r{i}" for i in range(12)]).as_dict()
+    assert (summary["rows"], summary["seconds"], summary["texts_per_s"]) == (10, 2.0, 5.0)
+    assert summary["bad_rows"] == 12 and summary["first_bad_rows"] == [f"r{i}" for i in range(10)]
+    assert ScoreStats().as_dict()["texts_per_s"] == 0.0 and ScoreStats().seconds == 0.0
+    for sizes in ({"shard_size": 0}, {"batch_size": 0}):
+        with pytest.raises(EdgeSentError, match=r"^--shard-size and --batch-size must be at least 1$"):
+            check_inputs(ScoreConfig(inputs=(), out=tmp_path, **sizes))  # type: ignore[arg-type]
+    check_inputs(ScoreConfig(inputs=(), out=tmp_path, shard_size=1, batch_size=1))
+    missing = tmp_path / "missing.tsv"
+    with pytest.raises(EdgeSentError, match=rf"^{re.escape(str(missing))}: file not found$"):
+        check_inputs(ScoreConfig(inputs=(missing,), out=tmp_path))
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "好评", "t": "很好"}\n{"id": "差评", "t": "太差"}\n', encoding="utf-8")
+    clf = Classifier.load(tiny_bundle, variant="fp32", provider="cpu", probe=False)
+    config = ScoreConfig(inputs=(source,), out=tmp_path / "o", text_column="t", id_column="id", batch_size=1)
+    assert score(clf, config).rows == 2
+    lines = (tmp_path / "o" / "part-000-000000.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["line"] for line in lines] == [1, 2] and '"id": "好评"' in lines[0]
