@@ -119,3 +119,19 @@ def test_auto_for_a_server_answers_the_same_in_any_batch(tiny_bundle: Path, corp
     assert _batch_spread(served, short, long_texts) <= 1e-3
     # the check can fail: per-tensor dynamic int8 moves with its batch (why a server's `auto` does not take it)
     assert _batch_spread(offline, short, long_texts) > 1e-3
+
+
+def test_tables_in_a_pipe_are_printed_whole(tiny_bundle: Path) -> None:
+    """stdout is a pipe here: the info table keeps every column whole (rich assumed 80 columns and printed
+    "agreem…", "model_…"); COLUMNS, when set, still decides."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"EDGE_SENT_PROBE": "0"}
+    command = [sys.executable, "-m", "edge_sent", "info", str(tiny_bundle)]
+    whole = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    assert "…" not in whole.stdout and "model_quantized.onnx" in whole.stdout and "agreement vs fp32" in whole.stdout
+    narrow = subprocess.run(command, capture_output=True, text=True, env=env | {"COLUMNS": "80"}, timeout=300)
+    assert "…" in narrow.stdout  # the check can fail: at 80 columns the cells are cut

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,8 +14,19 @@ from rich.console import Console
 
 from edge_sent.errors import EdgeSentError
 
-console = Console()
-err_console = Console(stderr=True)
+PIPE_WIDTH = 1000  # columns when the output is not a terminal
+
+
+def _console(stderr: bool = False) -> Console:
+    """At a terminal, its width; in a pipe, a file or a CI log, wide enough that no table is cut (rich would assume
+    80 columns there and shorten cells to "agreem…"). COLUMNS, when set, still wins."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPE_WIDTH if wide else None)
+
+
+console = _console()
+err_console = _console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
