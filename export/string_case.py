@@ -20,7 +20,7 @@ characters, is left out and reported by the export's code-point scan.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,14 +76,30 @@ def _alone(normal: str, split: set[int]) -> tuple[str, bool]:
     return core, len(core) == 1 and (ord(core) in split or core != normal)
 
 
-def _const(name: str, values: int | list[int], scalar: bool = False) -> onnx.NodeProto:
+def const(name: str, values: Sequence[int] | int | np.ndarray, scalar: bool = False) -> onnx.NodeProto:
+    """An int64 Constant node (a scalar when `scalar`)."""
     array = np.asarray(values, dtype=np.int64).reshape(() if scalar else -1)
     tensor = helper.make_tensor(name, TensorProto.INT64, array.shape, array.ravel().tolist())
     return helper.make_node("Constant", [], [name], value=tensor)
 
 
-def _node(op: str, inputs: list[str], output: str, domain: str = "", **attrs: Any) -> onnx.NodeProto:
-    return helper.make_node(op, inputs, [output], domain=domain or None, **attrs)
+def node(op: str, inputs: Sequence[str], output: str, domain: str = "", **attrs: Any) -> onnx.NodeProto:
+    return helper.make_node(op, list(inputs), [output], domain=domain or None, **attrs)
+
+
+def piece_word_nodes(pieces: str, starts: str, p: str) -> list[onnx.NodeProto]:
+    """The word of every piece a `WordpieceTokenizer` made (1 where a word starts, cumulated) as `{p}word`, with
+    `{p}n_pieces`, `{p}n_words` and `{p}first` (1 at a word's first piece); needs `{p}zero0` and `{p}one0`."""
+    zero, one = (helper.make_tensor("", TensorProto.INT64, [1], [v]) for v in (0, 1))
+    return [
+        node("Shape", [pieces], p + "n_pieces"),
+        node("ConstantOfShape", [p + "n_pieces"], p + "zeros_t", value=zero),
+        node("Shape", [starts], p + "n_words"),
+        node("ConstantOfShape", [p + "n_words"], p + "ones_w", value=one),
+        node("ScatterElements", [p + "zeros_t", starts, p + "ones_w"], p + "first", axis=0),
+        node("CumSum", [p + "first", p + "zero0"], p + "word_plus1"),
+        node("Sub", [p + "word_plus1", p + "one0"], p + "word"),
+    ]
 
 
 def case_nodes(mapping: dict[str, str], words: str, out: str, prefix: str) -> list[onnx.NodeProto]:
@@ -96,8 +112,8 @@ def case_nodes(mapping: dict[str, str], words: str, out: str, prefix: str) -> li
     sentinel = numpy_helper.from_array(np.array([SENTINEL.encode()], dtype=object), "")
     return [
         helper.make_node("Constant", [], [p + "sentinel"], value=sentinel),
-        _node("Concat", [words, p + "sentinel"], p + "words", axis=0),
-        _const(p + "no_rows", []),
+        node("Concat", [words, p + "sentinel"], p + "words", axis=0),
+        const(p + "no_rows", []),
         helper.make_node(
             "WordpieceTokenizer",
             [p + "words", p + "no_rows"],
@@ -117,38 +133,30 @@ def case_nodes(mapping: dict[str, str], words: str, out: str, prefix: str) -> li
             values_strings=values,
             default_string=UNKNOWN_CHAR,
         ),
-        _const(p + "zero", [0]),
-        _const(p + "one", [1]),
-        _const(p + "zero0", 0, scalar=True),
-        _const(p + "one0", 1, scalar=True),
-        # each piece's word (1 where a word starts, cumulated) and its position in that word
-        _node("Shape", [p + "chars"], p + "n"),
-        _node("ConstantOfShape", [p + "n"], p + "zeros", value=helper.make_tensor("", TensorProto.INT64, [1], [0])),
-        _node("Shape", [p + "chars_starts"], p + "n_words"),
-        _node(
-            "ConstantOfShape", [p + "n_words"], p + "ones", value=helper.make_tensor("", TensorProto.INT64, [1], [1])
-        ),
-        _node("ScatterElements", [p + "zeros", p + "chars_starts", p + "ones"], p + "first", axis=0),
-        _node("CumSum", [p + "first", p + "zero0"], p + "word1"),
-        _node("Sub", [p + "word1", p + "one0"], p + "word"),
-        _node("Squeeze", [p + "n", p + "zero"], p + "n0"),
-        _node("Range", [p + "zero0", p + "n0", p + "one0"], p + "rank"),
-        _node("Gather", [p + "chars_starts", p + "word"], p + "word_start", axis=0),
-        _node("Sub", [p + "rank", p + "word_start"], p + "pos"),
+        const(p + "zero", [0]),
+        const(p + "one", [1]),
+        const(p + "zero0", 0, scalar=True),
+        const(p + "one0", 1, scalar=True),
+        # each piece's word and its position in that word
+        *piece_word_nodes(p + "chars", p + "chars_starts", p),
+        node("Squeeze", [p + "n_pieces", p + "zero"], p + "n0"),
+        node("Range", [p + "zero0", p + "n0", p + "one0"], p + "rank"),
+        node("Gather", [p + "chars_starts", p + "word"], p + "word_start", axis=0),
+        node("Sub", [p + "rank", p + "word_start"], p + "pos"),
         # one row per word, as wide as its longest: "" where it is shorter, then joined
-        _node("Sub", [p + "chars_ends", p + "chars_starts"], p + "lengths"),
-        _node("Concat", [p + "lengths", p + "zero"], p + "lengths0", axis=0),
-        _node("ReduceMax", [p + "lengths0"], p + "width", keepdims=1),
-        _node("Concat", [p + "n_words", p + "width"], p + "shape", axis=0),
+        node("Sub", [p + "chars_ends", p + "chars_starts"], p + "lengths"),
+        node("Concat", [p + "lengths", p + "zero"], p + "lengths0", axis=0),
+        node("ReduceMax", [p + "lengths0"], p + "width", keepdims=1),
+        node("Concat", [p + "n_words", p + "width"], p + "shape", axis=0),
         helper.make_node("Constant", [], [p + "empty"], value=empty),
-        _node("Expand", [p + "empty", p + "shape"], p + "blank"),
-        _node("Unsqueeze", [p + "word", p + "one"], p + "word2"),
-        _node("Unsqueeze", [p + "pos", p + "one"], p + "pos2"),
-        _node("Concat", [p + "word2", p + "pos2"], p + "where", axis=1),
-        _node("ScatterND", [p + "blank", p + "where", p + "mapped"], p + "rows"),
+        node("Expand", [p + "empty", p + "shape"], p + "blank"),
+        node("Unsqueeze", [p + "word", p + "one"], p + "word2"),
+        node("Unsqueeze", [p + "pos", p + "one"], p + "pos2"),
+        node("Concat", [p + "word2", p + "pos2"], p + "where", axis=1),
+        node("ScatterND", [p + "blank", p + "where", p + "mapped"], p + "rows"),
         helper.make_node("Constant", [], [p + "sep"], value=empty),
-        _const(p + "axis", 1, scalar=True),
-        _node("StringJoin", [p + "rows", p + "sep", p + "axis"], p + "joined", CONTRIB),
-        _const(p + "minus_one", [-1]),
-        _node("Slice", [p + "joined", p + "zero", p + "minus_one"], out),  # the sentinel off
+        const(p + "axis", 1, scalar=True),
+        node("StringJoin", [p + "rows", p + "sep", p + "axis"], p + "joined", CONTRIB),
+        const(p + "minus_one", [-1]),
+        node("Slice", [p + "joined", p + "zero", p + "minus_one"], out),  # the sentinel off
     ]

@@ -25,14 +25,13 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_sent.errors import EdgeSentError
-from edge_sent.export.string_case import case_nodes
+from edge_sent.export.string_case import case_nodes, const, node, piece_word_nodes
 
 CONTRIB = "ai.onnx.contrib"  # onnxruntime-extensions' operator domain
 TEXT = "text"
@@ -203,13 +202,6 @@ def rewrites(spec: TokenizerSpec, classes: CharClasses) -> list[Rewrite]:
     return steps
 
 
-def _const(name: str, values: Sequence[int] | int | np.ndarray, scalar: bool = False) -> onnx.NodeProto:
-    array = np.asarray(values, dtype=np.int64).reshape(() if scalar else -1)
-    return helper.make_node(
-        "Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, array.shape, array.ravel().tolist())
-    )
-
-
 def _strings(name: str, values: str | Sequence[str]) -> onnx.TensorProto:
     """A string tensor: a scalar for one str, else 1-D."""
     encoded = values.encode() if isinstance(values, str) else [v.encode() for v in values]
@@ -221,10 +213,6 @@ def _str_const(name: str, value: str) -> onnx.NodeProto:
 
 
 _ZERO = helper.make_tensor("", TensorProto.INT64, [1], [0])
-
-
-def _node(op: str, inputs: Sequence[str], output: str, domain: str = "", **attrs: Any) -> onnx.NodeProto:
-    return helper.make_node(op, list(inputs), [output], domain=domain or None, **attrs)
 
 
 def tokenizer_nodes(
@@ -244,7 +232,7 @@ def tokenizer_nodes(
         nodes += [
             _str_const(f"{p}re{k}/pattern", step.pattern),
             _str_const(f"{p}re{k}/rewrite", step.replacement),
-            _node(
+            node(
                 "StringRegexReplace",
                 [current, f"{p}re{k}/pattern", f"{p}re{k}/rewrite"],
                 f"{p}re{k}/text",
@@ -254,7 +242,7 @@ def tokenizer_nodes(
         ]
         current = f"{p}re{k}/text"
     if spec.lowercase and not case:  # (without a case map: the operator's tables, inexact beyond them)
-        nodes.append(_node("StringLower", [current], p + "lower", CONTRIB))
+        nodes.append(node("StringLower", [current], p + "lower", CONTRIB))
         current = p + "lower"
     words = p + "words"
     cased = case_nodes(dict(case), words, p + "cased_words", p + "case/") if case else []
@@ -269,7 +257,7 @@ def tokenizer_nodes(
             domain=CONTRIB,
         ),
         *cased,
-        _const(p + "no_rows", np.zeros(0, dtype=np.int64)),
+        const(p + "no_rows", np.zeros(0, dtype=np.int64)),
         helper.make_node(
             "WordpieceTokenizer",
             [p + "cased_words" if case else words, p + "no_rows"],
@@ -289,89 +277,79 @@ def tokenizer_nodes(
             values_int64s=list(range(len(vocab))),
             default_int64=unk_id,
         ),
-        _const(p + "zero", [0]),
-        _const(p + "one", [1]),
-        _const(p + "zero0", 0, scalar=True),
-        _const(p + "one0", 1, scalar=True),
-        _const(p + "unk", unk_id, scalar=True),
-        # the word of every piece: 1 where a word starts, cumulated
-        _node("Shape", [p + "piece_ids"], p + "n_pieces"),
-        _node("ConstantOfShape", [p + "n_pieces"], p + "zeros_t", value=_ZERO),
-        _node("Shape", [p + "starts"], p + "n_words"),
-        _node(
-            "ConstantOfShape", [p + "n_words"], p + "ones_w", value=helper.make_tensor("", TensorProto.INT64, [1], [1])
-        ),
-        _node("ScatterElements", [p + "zeros_t", p + "starts", p + "ones_w"], p + "first", axis=0),
-        _node("CumSum", [p + "first", p + "zero0"], p + "word_plus1"),
-        _node("Sub", [p + "word_plus1", p + "one0"], p + "word"),
+        const(p + "zero", [0]),
+        const(p + "one", [1]),
+        const(p + "zero0", 0, scalar=True),
+        const(p + "one0", 1, scalar=True),
+        const(p + "unk", unk_id, scalar=True),
+        # the word of every piece
+        *piece_word_nodes(p + "piece_ids", p + "starts", p),
         # a word with an unknown piece becomes one [UNK]
-        _node("Equal", [p + "piece_ids", p + "unk"], p + "is_unk"),
-        _node("Cast", [p + "is_unk"], p + "unk01", to=TensorProto.INT64),
-        _node("ConstantOfShape", [p + "n_words"], p + "zeros_w", value=_ZERO),
-        _node("ScatterElements", [p + "zeros_w", p + "word", p + "unk01"], p + "word_unks", axis=0, reduction="add"),
-        _node("Gather", [p + "word_unks", p + "word"], p + "piece_word_unks", axis=0),
-        _node("Greater", [p + "piece_word_unks", p + "zero0"], p + "in_bad_word"),
-        _node("Cast", [p + "first"], p + "is_first", to=TensorProto.BOOL),
-        _node("Not", [p + "in_bad_word"], p + "in_good_word"),
-        _node("Or", [p + "in_good_word", p + "is_first"], p + "keep"),
-        _node("Where", [p + "in_bad_word", p + "unk", p + "piece_ids"], p + "ids_unk"),
-        _node("Compress", [p + "ids_unk", p + "keep"], p + "ids", axis=0),
-        _node("Compress", [p + "word", p + "keep"], p + "ids_word", axis=0),
+        node("Equal", [p + "piece_ids", p + "unk"], p + "is_unk"),
+        node("Cast", [p + "is_unk"], p + "unk01", to=TensorProto.INT64),
+        node("ConstantOfShape", [p + "n_words"], p + "zeros_w", value=_ZERO),
+        node("ScatterElements", [p + "zeros_w", p + "word", p + "unk01"], p + "word_unks", axis=0, reduction="add"),
+        node("Gather", [p + "word_unks", p + "word"], p + "piece_word_unks", axis=0),
+        node("Greater", [p + "piece_word_unks", p + "zero0"], p + "in_bad_word"),
+        node("Cast", [p + "first"], p + "is_first", to=TensorProto.BOOL),
+        node("Not", [p + "in_bad_word"], p + "in_good_word"),
+        node("Or", [p + "in_good_word", p + "is_first"], p + "keep"),
+        node("Where", [p + "in_bad_word", p + "unk", p + "piece_ids"], p + "ids_unk"),
+        node("Compress", [p + "ids_unk", p + "keep"], p + "ids", axis=0),
+        node("Compress", [p + "word", p + "keep"], p + "ids_word", axis=0),
         # the text of every token, its position in that text, each text's length
-        _node("Gather", [p + "word_index", p + "zero0"], p + "word_text", axis=1),
-        _node("Gather", [p + "word_text", p + "ids_word"], p + "ids_text", axis=0),
-        _node("Shape", [current], p + "batch"),
-        _node("ConstantOfShape", [p + "batch"], p + "zeros_b", value=_ZERO),
-        _node("Shape", [p + "ids"], p + "n_ids"),
-        _node(
-            "ConstantOfShape", [p + "n_ids"], p + "ones_i", value=helper.make_tensor("", TensorProto.INT64, [1], [1])
-        ),
-        _node("ScatterElements", [p + "zeros_b", p + "ids_text", p + "ones_i"], p + "lengths", axis=0, reduction="add"),
-        _node("CumSum", [p + "lengths", p + "zero0"], p + "offsets", exclusive=1),
-        _node("Squeeze", [p + "n_ids", p + "zero"], p + "n_ids0"),
-        _node("Range", [p + "zero0", p + "n_ids0", p + "one0"], p + "rank"),
-        _node("Gather", [p + "offsets", p + "ids_text"], p + "ids_offset", axis=0),
-        _node("Sub", [p + "rank", p + "ids_offset"], p + "ids_pos"),
+        node("Gather", [p + "word_index", p + "zero0"], p + "word_text", axis=1),
+        node("Gather", [p + "word_text", p + "ids_word"], p + "ids_text", axis=0),
+        node("Shape", [current], p + "batch"),
+        node("ConstantOfShape", [p + "batch"], p + "zeros_b", value=_ZERO),
+        node("Shape", [p + "ids"], p + "n_ids"),
+        node("ConstantOfShape", [p + "n_ids"], p + "ones_i", value=helper.make_tensor("", TensorProto.INT64, [1], [1])),
+        node("ScatterElements", [p + "zeros_b", p + "ids_text", p + "ones_i"], p + "lengths", axis=0, reduction="add"),
+        node("CumSum", [p + "lengths", p + "zero0"], p + "offsets", exclusive=1),
+        node("Squeeze", [p + "n_ids", p + "zero"], p + "n_ids0"),
+        node("Range", [p + "zero0", p + "n_ids0", p + "one0"], p + "rank"),
+        node("Gather", [p + "offsets", p + "ids_text"], p + "ids_offset", axis=0),
+        node("Sub", [p + "rank", p + "ids_offset"], p + "ids_pos"),
         # truncation: the first max_length - 2 tokens of each text
-        _const(p + "cap", cap, scalar=True),
-        _node("Less", [p + "ids_pos", p + "cap"], p + "fits"),
-        _node("Compress", [p + "ids", p + "fits"], p + "kept_ids", axis=0),
-        _node("Compress", [p + "ids_text", p + "fits"], p + "kept_text", axis=0),
-        _node("Compress", [p + "ids_pos", p + "fits"], p + "kept_pos", axis=0),
-        _node("Greater", [p + "lengths", p + "cap"], TRUNCATED),
-        _node("Min", [p + "lengths", p + "cap"], p + "kept_lengths"),
+        const(p + "cap", cap, scalar=True),
+        node("Less", [p + "ids_pos", p + "cap"], p + "fits"),
+        node("Compress", [p + "ids", p + "fits"], p + "kept_ids", axis=0),
+        node("Compress", [p + "ids_text", p + "fits"], p + "kept_text", axis=0),
+        node("Compress", [p + "ids_pos", p + "fits"], p + "kept_pos", axis=0),
+        node("Greater", [p + "lengths", p + "cap"], TRUNCATED),
+        node("Min", [p + "lengths", p + "cap"], p + "kept_lengths"),
         # rows: [CLS] tokens [SEP] padding
-        _node("Concat", [p + "kept_lengths", p + "zero"], p + "lengths0", axis=0),
-        _node("ReduceMax", [p + "lengths0"], p + "longest", keepdims=0),
-        _const(p + "two0", 2, scalar=True),
-        _node("Add", [p + "longest", p + "two0"], p + "width"),
-        _node("Range", [p + "zero0", p + "width", p + "one0"], p + "columns"),
-        _node("Unsqueeze", [p + "width", p + "zero"], p + "width1"),
-        _node("Concat", [p + "batch", p + "width1"], p + "shape", axis=0),
-        _node(
+        node("Concat", [p + "kept_lengths", p + "zero"], p + "lengths0", axis=0),
+        node("ReduceMax", [p + "lengths0"], p + "longest", keepdims=0),
+        const(p + "two0", 2, scalar=True),
+        node("Add", [p + "longest", p + "two0"], p + "width"),
+        node("Range", [p + "zero0", p + "width", p + "one0"], p + "columns"),
+        node("Unsqueeze", [p + "width", p + "zero"], p + "width1"),
+        node("Concat", [p + "batch", p + "width1"], p + "shape", axis=0),
+        node(
             "ConstantOfShape",
             [p + "shape"],
             p + "pads",
             value=helper.make_tensor("", TensorProto.INT64, [1], [spec.pad_id]),
         ),
-        _node("Add", [p + "kept_pos", p + "one0"], p + "kept_col"),
-        _node("Unsqueeze", [p + "kept_text", p + "one"], p + "kept_row2"),
-        _node("Unsqueeze", [p + "kept_col", p + "one"], p + "kept_col2"),
-        _node("Concat", [p + "kept_row2", p + "kept_col2"], p + "where", axis=1),
-        _node("ScatterND", [p + "pads", p + "where", p + "kept_ids"], p + "body"),
-        _node("Unsqueeze", [p + "columns", p + "zero"], p + "columns2"),
-        _node("Unsqueeze", [p + "kept_lengths", p + "one"], p + "lengths2"),
-        _node("Equal", [p + "columns2", p + "zero0"], p + "at_cls"),
-        _const(p + "cls", spec.vocab.index(spec.cls), scalar=True),
-        _node("Where", [p + "at_cls", p + "cls", p + "body"], p + "with_cls"),
-        _node("Add", [p + "lengths2", p + "one0"], p + "sep_col"),
-        _node("Equal", [p + "columns2", p + "sep_col"], p + "at_sep"),
-        _const(p + "sep", spec.vocab.index(spec.sep), scalar=True),
-        _node("Where", [p + "at_sep", p + "sep", p + "with_cls"], "input_ids"),
-        _node("Add", [p + "sep_col", p + "one0"], p + "row_width"),
-        _node("Less", [p + "columns2", p + "row_width"], p + "valid"),
-        _node("Cast", [p + "valid"], "attention_mask", to=TensorProto.INT64),
-        _node("Mul", ["input_ids", p + "zero0"], "token_type_ids"),  # one text: segment 0
+        node("Add", [p + "kept_pos", p + "one0"], p + "kept_col"),
+        node("Unsqueeze", [p + "kept_text", p + "one"], p + "kept_row2"),
+        node("Unsqueeze", [p + "kept_col", p + "one"], p + "kept_col2"),
+        node("Concat", [p + "kept_row2", p + "kept_col2"], p + "where", axis=1),
+        node("ScatterND", [p + "pads", p + "where", p + "kept_ids"], p + "body"),
+        node("Unsqueeze", [p + "columns", p + "zero"], p + "columns2"),
+        node("Unsqueeze", [p + "kept_lengths", p + "one"], p + "lengths2"),
+        node("Equal", [p + "columns2", p + "zero0"], p + "at_cls"),
+        const(p + "cls", spec.vocab.index(spec.cls), scalar=True),
+        node("Where", [p + "at_cls", p + "cls", p + "body"], p + "with_cls"),
+        node("Add", [p + "lengths2", p + "one0"], p + "sep_col"),
+        node("Equal", [p + "columns2", p + "sep_col"], p + "at_sep"),
+        const(p + "sep", spec.vocab.index(spec.sep), scalar=True),
+        node("Where", [p + "at_sep", p + "sep", p + "with_cls"], "input_ids"),
+        node("Add", [p + "sep_col", p + "one0"], p + "row_width"),
+        node("Less", [p + "columns2", p + "row_width"], p + "valid"),
+        node("Cast", [p + "valid"], "attention_mask", to=TensorProto.INT64),
+        node("Mul", ["input_ids", p + "zero0"], "token_type_ids"),  # one text: segment 0
     ]
     return nodes
 
