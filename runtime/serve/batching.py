@@ -147,20 +147,22 @@ class Batcher:
     def admit(self, texts: int) -> None:
         """Reserve room for a request's texts before it is tokenized; raises Unavailable or QueueFull (nothing
         reserved then). Every admit is matched by one `release` once the texts are queued or given up."""
-        if self._closing or not self.alive:
-            raise Unavailable("the server is shutting down" if self._closing else "the batch worker has stopped")
+        self._check_running()
         waiting = len(self._pending) + self._reserved
         if waiting + texts > self._settings.max_queue:
             raise QueueFull(f"the queue is full ({waiting} of {self._settings.max_queue} texts waiting)")
         self._reserved += texts
+
+    def _check_running(self) -> None:
+        if self._closing or not self.alive:
+            raise Unavailable("the server is shutting down" if self._closing else "the batch worker has stopped")
 
     def release(self, texts: int) -> None:
         self._reserved -= texts
 
     def submit(self, encoded: Sequence[Encoded]) -> list[asyncio.Future[Scores]]:
         """Queue an admitted request's tokenized texts (raises Unavailable when the worker stopped meanwhile)."""
-        if self._closing or not self.alive:
-            raise Unavailable("the server is shutting down" if self._closing else "the batch worker has stopped")
+        self._check_running()
         loop = asyncio.get_running_loop()
         request = next(self._requests)
         futures: list[asyncio.Future[Scores]] = []

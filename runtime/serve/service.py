@@ -92,16 +92,17 @@ class ClassifyService:
             self.batcher.release(len(texts))
         return Classified(await _wait(futures, receive), truncated)
 
-    async def _encode(self, texts: Sequence[str]) -> list[Encoded]:
+    def _tokenize(self, texts: Sequence[str]) -> list[Encoded]:
         tokenizer = self.classifier.engine.tokenizer
+        prefixes = tokenizer.prefixes(texts)
+        self.metrics.tokenized_chars.inc(sum(map(len, prefixes)))  # (prometheus counters are thread-safe)
+        return tokenizer.encode(prefixes, prefixed=True)
+
+    async def _encode(self, texts: Sequence[str]) -> list[Encoded]:
         if sum(map(len, texts)) <= TOKENIZE_INLINE_CHARS:
-            prefixes = tokenizer.prefixes(texts)
-            self.metrics.tokenized_chars.inc(sum(map(len, prefixes)))
-            return tokenizer.encode(prefixes, prefixed=True)
+            return self._tokenize(texts)
         async with self._tokenizing:
-            prefixes = await asyncio.to_thread(tokenizer.prefixes, texts)
-            self.metrics.tokenized_chars.inc(sum(map(len, prefixes)))
-            return await asyncio.to_thread(tokenizer.encode, prefixes, True)
+            return await asyncio.to_thread(self._tokenize, texts)
 
 
 async def _wait(futures: list[asyncio.Future[Scores]], receive: Receive) -> list[Scores]:
