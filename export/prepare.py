@@ -101,7 +101,7 @@ def load_model(run_dir: Path, meta: RunMeta) -> tuple[LoadedEncoder, SentimentMo
         raise EdgeSentError(f"{path}: cannot read ({exc})") from None
     head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
     head.load_state_dict(weights)
-    return encoder, SentimentModel(encoder.model, meta.pooling, head).eval()
+    return encoder, SentimentModel(encoder.model, meta.pooling, head, meta.temperature).eval()
 
 
 def _calibration(config: ExportConfig, meta: RunMeta) -> tuple[Path, tuple[str, ...]]:

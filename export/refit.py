@@ -22,6 +22,7 @@ from edge_sent.export.graph import POOLED
 from edge_sent.labeled import DataConfig, LabeledData, label_ids, load_labeled
 from edge_sent.rundir import RunDir, RunMeta
 from edge_sent.runtime.measure import MeasureRequest
+from edge_sent import calibration
 from edge_sent.train.head import HeadConfig, fit_head
 
 
@@ -141,9 +142,16 @@ def features(runner, model: Path, base: MeasureRequest, texts: list[str]) -> tup
 
 
 def refit_head(
-    runner, variant_file: Path, work: Path, base: MeasureRequest, data: RefitData, config: HeadConfig
+    runner,
+    variant_file: Path,
+    work: Path,
+    base: MeasureRequest,
+    data: RefitData,
+    config: HeadConfig,
+    calibrate: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Weights and bias of the head refitted on `variant_file`'s own features, plus what was done."""
+    """Weights and bias of the head refitted on `variant_file`'s own features, plus what was done. `calibrate`
+    (a calibrated run): a temperature fitted on the dev features is divided into them, as train does for fp32."""
     probe = work / f"{variant_file.stem}.pooled.onnx"
     with_pooled_output(variant_file, probe)
     try:
@@ -167,4 +175,8 @@ def refit_head(
         before = (x_dev @ data.head_weight.T + data.head_bias).argmax(axis=1)
         info["dev_accuracy_before"] = float((before == data.dev_ids).mean())
         info["dev_accuracy"] = float(((x_dev @ weight.T + bias).argmax(axis=1) == data.dev_ids).mean())
+        if calibrate:
+            temperature = round(calibration.fit_temperature(x_dev @ weight.T + bias, data.dev_ids), 6)
+            weight, bias = weight / temperature, bias / temperature
+            info["temperature"] = temperature
     return weight, bias, info

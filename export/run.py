@@ -38,6 +38,7 @@ from edge_sent.export.prepare import ExportConfig, Prepared, prepare
 from edge_sent.export.variants import BUILDERS, BuildInputs
 from edge_sent.host_check import write_host_check
 from edge_sent.progress import stderr
+from edge_sent.rundir import RunMeta
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
 from edge_sent.runtime.measure import MeasureRequest
 from edge_sent.variants import REFERENCE, VARIANTS
@@ -160,7 +161,7 @@ def refit_variant(job: Prepared, tmp: Path, name: str, entry: dict, fp32_dev_acc
     target = tmp / entry["file"]
     request = replace(_request(job), provider=runner.name, precision=precision)
     weight, bias, entry["refit"] = refit.refit_head(
-        runner, target, tmp, request, job.refit_data, refit.head_config(job.meta)
+        runner, target, tmp, request, job.refit_data, refit.head_config(job.meta), job.meta.temperature != 1.0
     )
     refit.replace_head(target, target, weight, bias)
     entry["refit"]["fp32_dev_accuracy"] = fp32_dev_accuracy
@@ -216,6 +217,7 @@ def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
         "data_labels": list(job.meta.data_labels),  # the labels as the training data wrote them
         "max_length": job.max_length,
         "pooling": job.meta.pooling,
+        "calibration": calibration_record(job.meta),
         "portable_file": PORTABLE_FILE if job.config.portable else None,
         "verification": verification,
         "host_check": host_check,
@@ -226,6 +228,15 @@ def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
         },
         "export_s": round(time.perf_counter() - job.started, 1),
     }
+
+
+def calibration_record(meta: RunMeta) -> dict:
+    """What train fitted (T, ECE before/after) and where it lives: the graph divides its logits by T before the
+    softmax, so `logits` and `probabilities` are the calibrated ones (a refitted head carries its own T)."""
+    record = dict(meta.calibration or {"method": None, "skipped": "the run predates calibration"})
+    record["temperature"] = meta.temperature
+    record["applied"] = "logits / temperature in the graph, before the softmax" if meta.temperature != 1.0 else None
+    return record
 
 
 def _encoder_tokenizer_config(job: Prepared) -> dict:

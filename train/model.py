@@ -29,15 +29,23 @@ class PooledEncoder(nn.Module):
 
 
 class SentimentModel(nn.Module):
-    """Encoder + pooling + head in one module: what export traces into ONE graph."""
+    """Encoder + pooling + head in one module: what export traces into ONE graph.
 
-    def __init__(self, encoder: nn.Module, pooling: str, head: nn.Linear) -> None:
+    `temperature` (train's calibration) divides the logits before the softmax: a Div node in the graph, so the
+    logits and probabilities of every variant and runtime are the calibrated ones, and the argmax is unchanged."""
+
+    def __init__(self, encoder: nn.Module, pooling: str, head: nn.Linear, temperature: float = 1.0) -> None:
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         self.features = PooledEncoder(encoder, pooling)
         self.head = head
+        self.temperature = float(temperature)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.head(self.features(input_ids, attention_mask, token_type_ids))
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         return logits, torch.softmax(logits, dim=-1)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from edge_sent import __version__
+from edge_sent import __version__, calibration
 from edge_sent.contract import sha256_file, write_json
 from edge_sent.errors import EdgeSentError
 from edge_sent.labeled import DataConfig, LabeledData, label_ids, label_set, load_labeled
@@ -50,6 +50,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first N training rows (and N//4 dev/test rows)
     label_names: tuple[str, ...] | None = None
     progress: bool = True
+    calibrate: bool = True  # fit a temperature on the dev split (export divides the logits by it)
 
 
 def _limit(data: LabeledData, n: int | None) -> LabeledData:
@@ -132,12 +133,29 @@ def train(config: TrainConfig) -> dict:
         "history": result.history,
         "timings": {"features_s": round(features.seconds, 3), "head_s": round(head_s, 3)},
     }
-    for split in ("train", *side):
-        pred = predict_head(result.head, x[split]).argmax(axis=1)
-        report[split] = classification_report(ids[split], pred, names)
+    logits = {split: predict_head(result.head, x[split]) for split in ("train", *side)}
+    for split, split_logits in logits.items():
+        report[split] = classification_report(ids[split], split_logits.argmax(axis=1), names)
+    report["calibration"] = fit_calibration(logits, ids, config.calibrate)
 
     write_run(config, splits, encoder, result.head, max_length, report)
     return report
+
+
+def fit_calibration(logits: dict[str, np.ndarray], ids: dict[str, np.ndarray], calibrate: bool) -> dict:
+    """The temperature fitted on the dev logits, with ECE (15 bins) and NLL before and after on dev and test."""
+    record: dict = {"method": "temperature", "bins": calibration.ECE_BINS, "temperature": 1.0, "fitted_on": None}
+    if not calibrate:
+        record["skipped"] = "--no-calibrate"
+    elif "dev" not in logits or len(logits["dev"]) == 0:
+        record["skipped"] = "no --dev split to fit a temperature on"
+    else:
+        record["temperature"] = round(calibration.fit_temperature(logits["dev"], ids["dev"]), 6)
+        record["fitted_on"] = "dev"
+    for split in ("dev", "test"):
+        if split in logits and len(logits[split]):
+            record[split] = calibration.summary(logits[split], ids[split], record["temperature"])
+    return record
 
 
 def write_run(
@@ -171,6 +189,7 @@ def write_run(
         hyperparameters=asdict(config.head),
         calibration_file=CALIBRATION,
         dev_file=DEV_COPY if "dev" in side else None,
+        calibration=report["calibration"],
         data=TrainingData(  # what `edge-sent export --refit-head` refits on
             str(Path(config.train).resolve()), config.limit, config.data.text_field, config.data.label_field
         ),

@@ -209,6 +209,13 @@ class Manifest:
                 f"bundle {self.root} has no string-in graph for variant {variant!r} (it has: {have})"
             ) from None
 
+    def temperature(self, variant: str) -> float:
+        """What `variant`'s graph divides its logits by before the softmax (train's calibration; a refitted head
+        carries its own); 1.0 for an uncalibrated bundle or one exported before calibration existed."""
+        record = self.variants[variant].record if variant in self.variants else {}
+        refitted = (record.get("refit") or {}).get("temperature")
+        return float(refitted or (self.data.get("calibration") or {}).get("temperature") or 1.0)
+
     def batch_independent(self, variant: str) -> bool:
         """Whether a text's answer from `variant` is the same whatever else shares its batch (as the export recorded
         it; the variant table for bundles that predate the record; False for a variant nobody knows)."""

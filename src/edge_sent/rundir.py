@@ -52,6 +52,12 @@ class RunMeta:
     calibration_file: str = CALIBRATION
     dev_file: str | None = None
     data: TrainingData | None = None
+    calibration: dict[str, Any] | None = None  # the fitted temperature and ECE figures (train's report)
+
+    @property
+    def temperature(self) -> float:
+        """What export divides the logits by (1.0: uncalibrated, or a run from before calibration)."""
+        return float((self.calibration or {}).get("temperature") or 1.0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +72,7 @@ class RunMeta:
             "hyperparameters": dict(self.hyperparameters),
             "files": {"calibration": self.calibration_file, "dev": self.dev_file},
             "data": asdict(self.data) if self.data else None,
+            "calibration": self.calibration,
         }
 
     @classmethod
@@ -92,6 +99,7 @@ class RunMeta:
                 calibration_file=str(files.get("calibration") or CALIBRATION),
                 dev_file=files.get("dev"),
                 data=TrainingData(**recorded) if isinstance(recorded, dict) and recorded.get("train") else None,
+                calibration=data["calibration"] if isinstance(data.get("calibration"), dict) else None,
             )
         except (TypeError, ValueError) as exc:
             raise EdgeSentError(f"{where}: malformed run metadata ({exc})") from None

@@ -29,6 +29,17 @@ def _need_torch() -> None:
         ) from None
 
 
+def _calibration_row(record: dict) -> tuple[str, str]:
+    if record.get("skipped"):
+        return "calibration", f"none ({record['skipped']})"
+    split = "test" if "test" in record else "dev"
+    figures = record[split]
+    return (
+        f"temperature (ECE {split}, 15 bins)",
+        f"T {record['temperature']:.3f} (ECE {figures['ece_before']:.4f} → {figures['ece_after']:.4f})",
+    )
+
+
 @user_errors
 def train_cmd(
     train: Annotated[Path, typer.Option("--train", help="Training data: .tsv, .csv or .jsonl.")],
@@ -53,6 +64,14 @@ def train_cmd(
     limit: Annotated[int | None, typer.Option(help="Use only the first N training rows (N/4 dev/test).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default: the user cache dir).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Fit a temperature on --dev so the probabilities are calibrated (export divides the logits by it; "
+            "labels never change). --no-calibrate keeps the raw softmax.",
+        ),
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Fit a linear head on a frozen encoder; the encoder runs once per distinct text (cached)."""
@@ -77,6 +96,7 @@ def train_cmd(
         limit=limit,
         label_names=tuple(n.strip() for n in label_names.split(",")) if label_names else None,
         progress=not json_out,
+        calibrate=calibrate,
     )
     if encoder.startswith("random:"):
         err_console.print(RANDOM_NOTE.format(spec=encoder), style="yellow")
@@ -104,6 +124,7 @@ def train_cmd(
                 f"{split} accuracy / macro-F1",
                 f"{report[split]['accuracy']:.4f} / {report[split]['macro_f1']:.4f}",
             )
+    table.add_row(*_calibration_row(report["calibration"]))
     console.print(table)
     if report["encoder_is_random"]:
         console.print(RANDOM_NOTE.format(spec=encoder), style="yellow")
