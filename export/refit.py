@@ -16,13 +16,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_sent import calibration
 from edge_sent.contract import OUTPUT_NAMES
 from edge_sent.errors import EdgeSentError
 from edge_sent.export.graph import POOLED
 from edge_sent.labeled import DataConfig, LabeledData, label_ids, load_labeled
 from edge_sent.rundir import RunDir, RunMeta
 from edge_sent.runtime.measure import MeasureRequest
-from edge_sent import calibration
 from edge_sent.train.head import HeadConfig, fit_head
 
 

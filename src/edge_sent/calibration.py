@@ -8,6 +8,7 @@ calibrated probabilities. Dividing by a positive T never changes which label is 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +70,7 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
     correct = probs.argmax(axis=1) == np.asarray(labels, dtype=np.int64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     out = []
-    for lower, upper in zip(edges[:-1], edges[1:], strict=True):
+    for lower, upper in itertools.pairwise(edges):
         inside = (confidence > lower) & (confidence <= upper)
         n = int(inside.sum())
         out.append(
