@@ -14,6 +14,7 @@ whole run: a second run on the same folder stops at once, before it touches anyt
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -160,9 +161,9 @@ def output_lock(out: Path) -> Iterator[None]:
         handle.close()
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str, rerun: str = "rerun the same command, which keeps the finished shards") -> None:
     """Write `path` whole or not at all: a temporary file, fsynced, renamed over it. On an OS error (a full disk, a
-    read-only folder) the temporary file is removed and the error is one line."""
+    read-only folder) the temporary file is removed and the error is one line, ending in `rerun`."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -171,8 +172,9 @@ def atomic_write(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (it may never have been made: a missing folder)
+            tmp.unlink(missing_ok=True)
         raise EdgeSentError(
             f"cannot write {path}: {exc.strerror or exc}; nothing of it was kept: free space (or fix the folder) and "
-            "rerun the same command, which keeps the finished shards"
+            f"{rerun}"
         ) from None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from edge_sent import __version__
-from edge_sent.cli.runtime_cmds import eval_cmd, info_cmd, predict_cmd, verify_cmd
+from edge_sent.cli.eval_cmd import eval_cmd
+from edge_sent.cli.runtime_cmds import info_cmd, predict_cmd, verify_cmd
 
 app = typer.Typer(
     name="edge-sent",

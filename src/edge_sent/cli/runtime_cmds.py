@@ -1,10 +1,9 @@
-"""`predict`, `eval`, `info`, `verify`: torch-free commands (onnxruntime, tokenizers, numpy)."""
+"""`predict`, `info`, `verify`: torch-free commands (onnxruntime, tokenizers, numpy)."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -224,79 +223,6 @@ def predict_cmd(
         err_console.print(f"note: {truncated} text(s) longer than {clf.max_length} tokens were truncated")
     if skipped:
         err_console.print(f"note: {skipped} empty line(s) in the input were skipped")
-
-
-@user_errors
-def eval_cmd(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
-    data: Annotated[Path, typer.Option("--data", help="Labelled data: tsv, csv or jsonl.")],
-    text_column: Annotated[str, typer.Option(help="Text column/key.")] = "text_a",
-    label_column: Annotated[str, typer.Option(help="Label column/key (ids or names).")] = "label",
-    variant: VariantOpt = "auto",
-    provider: ProviderOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    threads: ThreadsOpt = None,
-    min_agreement: MinAgreementOpt = MIN_AGREEMENT,
-    probe: ProbeOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 32,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-) -> None:
-    """Accuracy, macro-F1, confusion matrix and texts/s of a bundle on labelled data."""
-    import numpy as np
-
-    from edge_sent.labeled import DataConfig, label_ids, load_labeled
-    from edge_sent.metrics import classification_report
-    from edge_sent.runtime import Classifier
-
-    dataset = load_labeled(data, DataConfig(text_field=text_column, label_field=label_column))
-    clf = Classifier.load(
-        bundle,
-        variant=variant,
-        provider=provider,
-        threads=threads,
-        precision=precision,
-        min_agreement=min_agreement,
-        probe=probe,
-    )
-    # labels by name; else as the training data wrote them (bundles since 0.1 record them); else by their
-    # position as an id ("0", "1", ... as in ChnSentiCorp). A real name always keeps its own position.
-    positions = [str(i) for i in range(len(clf.labels))]
-    aliases = [positions, clf.manifest.data_labels]
-    y_true = label_ids(dataset, clf.labels, aliases, known_from="the bundle's labels")
-    start = time.perf_counter()
-    preds = clf.predict(dataset.texts, batch_size=batch_size)
-    seconds = time.perf_counter() - start
-    report = classification_report(y_true, np.asarray([p.label_id for p in preds]), clf.labels) | {
-        "variant": clf.variant,
-        "provider": clf.providers[0],
-        "precision": clf.precision,
-        "texts_per_s": len(preds) / seconds,
-        "seconds": seconds,
-        "truncated": sum(p.truncated for p in preds),
-        "skipped_empty": dataset.skipped_empty,
-        "random_weights": clf.manifest.random_weights,
-    }
-    if json_out:
-        print_json(report)
-        return
-    table = Table(title=f"{data} · variant {clf.variant} · {clf.providers[0]}", title_justify="left")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    table.add_row("texts", str(report["n"]))
-    table.add_row("accuracy", f"{report['accuracy']:.4f}")
-    table.add_row("macro-F1", f"{report['macro_f1']:.4f}")
-    table.add_row("texts/s", f"{report['texts_per_s']:.1f}")
-    table.add_row("truncated", str(report["truncated"]))
-    console.print(table)
-    matrix = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
-    matrix.add_column("")
-    for label in clf.labels:
-        matrix.add_column(label, justify="right")
-    for label, row in zip(clf.labels, report["confusion"], strict=True):
-        matrix.add_row(label, *map(str, row))
-    console.print(matrix)
-    if report["random_weights"]:
-        console.print("NOTE: this bundle's encoder has RANDOM weights: the accuracy means nothing.", style="yellow")
 
 
 @user_errors
