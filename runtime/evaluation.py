@@ -10,6 +10,7 @@ interleaved (each text goes through every variant before the next text), so the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -135,7 +136,12 @@ def _load(manifest_root: str, name: str, options: LoadOptions) -> Classifier | s
 
 
 def compare_variants(
-    clf: Classifier, texts: list[str], y_true: np.ndarray, batch_size: int, options: LoadOptions, progress=None
+    clf: Classifier,
+    texts: list[str],
+    y_true: np.ndarray,
+    batch_size: int,
+    options: LoadOptions,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every variant of the bundle on the same texts: what differs from fp32, and how fast, in this run."""
     manifest = clf.manifest

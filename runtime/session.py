@@ -81,7 +81,7 @@ def resolve_provider(requested: str) -> str:
             )
         raise EdgeSentError(
             f"provider {requested!r} is not available in this onnxruntime build "
-            f"(available: {', '.join(available)}); see the README on onnxruntime builds"
+            f"(available: {', '.join(available)}); see docs/openvino.md (onnxruntime builds: one per venv)"
         )
     return requested
 

