@@ -365,7 +365,9 @@ def test_resolve_precision_and_provider(monkeypatch: pytest.MonkeyPatch) -> None
     message = (
         rf"^provider 'cuda' is not available in this onnxruntime build \(available: TensorrtExecutionProvider, {CPU}"
     )
-    with pytest.raises(EdgeSentError, match=message + r"\); see docs/openvino.md \(onnxruntime builds: one per venv\)$"):
+    with pytest.raises(
+        EdgeSentError, match=message + r"\); see docs/openvino.md \(onnxruntime builds: one per venv\)$"
+    ):
         session.resolve_provider("cuda")
     with pytest.raises(EdgeSentError, match=r"^provider 'openvino': onnxruntime-openvino is installed, but the CPU"):
         session.resolve_provider("openvino")
