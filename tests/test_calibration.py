@@ -62,6 +62,18 @@ def test_train_records_the_fit_and_no_calibrate_keeps_the_raw_softmax(tiny_run, 
     assert record["dev"]["ece_before"] == record["dev"]["ece_after"]
 
 
+def test_a_temperature_at_its_bound_is_reported(tmp_path):
+    """A head at chance on dev wants T -> infinity: the fit stops at the bound and the report says why."""
+    from edge_sent.train.run import fit_calibration
+
+    rng = np.random.default_rng(0)
+    logits = {"dev": rng.normal(0, 3, (200, 2))}
+    record = fit_calibration(logits, {"dev": rng.integers(0, 2, 200)}, calibrate=True)
+    assert record["temperature"] == pytest.approx(calibration.T_RANGE[1], rel=1e-3) and "bound" in record["warning"]
+    fine, labels = _sampled(2.0)
+    assert "warning" not in fit_calibration({"dev": fine}, {"dev": labels}, calibrate=True)
+
+
 def _run_with_temperature(tiny_run: Path, out: Path, temperature: float) -> Path:
     shutil.copytree(tiny_run, out)
     meta = json.loads((out / "head.json").read_text(encoding="utf-8"))

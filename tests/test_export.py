@@ -127,7 +127,8 @@ def test_last_layer_runs_on_the_cls_row_only(tiny_bundle):
 
 def test_mean_pooling_is_not_pruned_and_matches_torch(tmp_path):
     run = tmp_path / "run"
-    train_on_chnsenticorp(run, "random:tiny", pooling="mean", limit=120, max_length=32)
+    # uncalibrated: a near-chance head gets a large temperature, which would shrink the spread this test needs
+    train_on_chnsenticorp(run, "random:tiny", pooling="mean", limit=120, max_length=32, calibrate=False)
     manifest = export_bundle(ExportConfig(run_dir=run, out=tmp_path / "b", quantize=(), verify_size=16, quiet=True))
     fp32 = manifest["variants"]["fp32"]
     assert fp32["last_layer_cls_only"] is False

@@ -152,6 +152,11 @@ def fit_calibration(logits: dict[str, np.ndarray], ids: dict[str, np.ndarray], c
     else:
         record["temperature"] = round(calibration.fit_temperature(logits["dev"], ids["dev"]), 6)
         record["fitted_on"] = "dev"
+        if not calibration.T_RANGE[0] * 1.01 < record["temperature"] < calibration.T_RANGE[1] * 0.99:
+            record["warning"] = (
+                f"the temperature reached its search bound ({record['temperature']:g}): on dev the head is "
+                "no better than chance (T -> infinity: uniform probabilities) or separates it perfectly (T -> 0)"
+            )
     for split in ("dev", "test"):
         if split in logits and len(logits[split]):
             record[split] = calibration.summary(logits[split], ids[split], record["temperature"])

@@ -126,6 +126,8 @@ def train_cmd(
             )
     table.add_row(*_calibration_row(report["calibration"]))
     console.print(table)
+    if report["calibration"].get("warning"):
+        console.print(f"NOTE: {report['calibration']['warning']}", style="yellow")
     if report["encoder_is_random"]:
         console.print(RANDOM_NOTE.format(spec=encoder), style="yellow")
 
