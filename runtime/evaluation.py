@@ -20,7 +20,7 @@ import onnxruntime as ort
 from edge_sent import calibration
 from edge_sent.contract import OUTPUT_NAMES
 from edge_sent.errors import EdgeSentError
-from edge_sent.metrics import agreement, classification_report
+from edge_sent.metrics import agreement, classification_report, label_scores
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.host_cache import cpu_flags
 
@@ -56,7 +56,7 @@ def score(clf: Classifier, texts: list[str], batch_size: int) -> Scored:
 
 def _bins(probs: np.ndarray, y_true: np.ndarray) -> dict[str, Any]:
     bins = calibration.reliability(probs, y_true)
-    return {"ece": round(calibration.ece(probs, y_true), 5), "bins": [asdict(b) for b in bins]}
+    return {"ece": round(calibration.expected_error(bins), 5), "bins": [asdict(b) for b in bins]}
 
 
 def calibration_record(clf: Classifier, scored: Scored, y_true: np.ndarray) -> dict[str, Any]:
@@ -70,17 +70,12 @@ def calibration_record(clf: Classifier, scored: Scored, y_true: np.ndarray) -> d
 
 
 def per_label(matrix: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for i, label in enumerate(labels):
-        tp, predicted, actual = matrix[i, i], matrix[:, i].sum(), matrix[i].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append(
-            {"label": label, "precision": float(precision), "recall": float(recall), "f1": float(f1)}
-            | {"support": int(actual)}
-        )
-    return rows
+    precision, recall, f1 = label_scores(matrix)
+    support = matrix.sum(axis=1)
+    return [
+        {"label": label, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+        for label, p, r, f, n in zip(labels, precision, recall, f1, support, strict=True)
+    ]
 
 
 def evaluate(clf: Classifier, texts: list[str], y_true: np.ndarray, batch_size: int) -> tuple[dict[str, Any], Scored]:
@@ -137,13 +132,15 @@ def _load(manifest_root: str, name: str, options: LoadOptions) -> Classifier | s
 
 def compare_variants(
     clf: Classifier,
+    scored_already: Scored,
     texts: list[str],
     y_true: np.ndarray,
     batch_size: int,
     options: LoadOptions,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Every variant of the bundle on the same texts: what differs from fp32, and how fast, in this run."""
+    """Every variant of the bundle on the same texts: what differs from fp32, and how fast, in this run.
+    `scored_already`: `clf`'s own answers for `texts` (evaluate's), not computed again."""
     manifest = clf.manifest
     loaded: dict[str, Classifier] = {}
     skipped: dict[str, str] = {}
@@ -155,8 +152,10 @@ def compare_variants(
             loaded[name] = got
     if "fp32" not in loaded:
         raise EdgeSentError(f"--report needs the fp32 variant as the reference, and it did not load: {skipped['fp32']}")
-    scored = {}
+    scored = {clf.variant: scored_already}
     for name, variant in loaded.items():
+        if name in scored:
+            continue
         if progress:
             progress(f"scoring {len(texts)} texts with {name}")
         scored[name] = score(variant, texts, batch_size)

@@ -85,12 +85,15 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
     return out
 
 
+def expected_error(bins: list[Bin]) -> float:
+    """The bins' |accuracy - confidence|, weighted by their share of the texts (0 for no texts)."""
+    total = sum(b.n for b in bins)
+    return float(sum(b.n / total * abs(b.accuracy - b.confidence) for b in bins)) if total else 0.0
+
+
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Expected calibration error: the bins' |accuracy - confidence|, weighted by their share of the texts."""
-    total = len(probs)
-    if total == 0:
-        return 0.0
-    return float(sum(b.n / total * abs(b.accuracy - b.confidence) for b in reliability(probs, labels, bins)))
+    """Expected calibration error of `probs` in `bins` equal-width confidence bins."""
+    return expected_error(reliability(probs, labels, bins))
 
 
 def summary(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:

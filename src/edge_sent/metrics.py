@@ -14,13 +14,18 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> np.nda
     return matrix
 
 
-def macro_f1(matrix: np.ndarray) -> float:
+def label_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of each label (0 where undefined) from a confusion matrix."""
     tp = np.diag(matrix).astype(np.float64)
     precision = np.divide(tp, matrix.sum(axis=0), out=np.zeros_like(tp), where=matrix.sum(axis=0) > 0)
     recall = np.divide(tp, matrix.sum(axis=1), out=np.zeros_like(tp), where=matrix.sum(axis=1) > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return float(f1.mean())
+    return precision, recall, f1
+
+
+def macro_f1(matrix: np.ndarray) -> float:
+    return float(label_scores(matrix)[2].mean())
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, Any]:

@@ -94,12 +94,12 @@ def eval_cmd(
     positions = [str(i) for i in range(len(clf.labels))]
     y_true = label_ids(dataset, clf.labels, [positions, clf.manifest.data_labels], known_from="the bundle's labels")
     texts, y_true = dataset.texts[:limit], y_true[:limit]
-    report, _ = evaluate(clf, texts, y_true, batch_size)
+    report, scored = evaluate(clf, texts, y_true, batch_size)
     report["skipped_empty"] = dataset.skipped_empty
     if report_path is not None:
         say = None if json_out else (lambda message: err_console.print(message, style="dim"))
         options = LoadOptions(provider=provider, precision=precision, threads=threads)
-        comparison = compare_variants(clf, texts, y_true, batch_size, options, say)
+        comparison = compare_variants(clf, scored, texts, y_true, batch_size, options, say)
         page = {
             "bundle": str(bundle),
             "data": str(data),
