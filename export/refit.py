@@ -174,9 +174,10 @@ def refit_head(
     if x_dev is not None and data.dev_ids is not None:
         before = (x_dev @ data.head_weight.T + data.head_bias).argmax(axis=1)
         info["dev_accuracy_before"] = float((before == data.dev_ids).mean())
-        info["dev_accuracy"] = float(((x_dev @ weight.T + bias).argmax(axis=1) == data.dev_ids).mean())
+        dev_logits = x_dev @ weight.T + bias
+        info["dev_accuracy"] = float((dev_logits.argmax(axis=1) == data.dev_ids).mean())
         if calibrate:
-            temperature = round(calibration.fit_temperature(x_dev @ weight.T + bias, data.dev_ids), 6)
+            temperature = round(calibration.fit_temperature(dev_logits, data.dev_ids), 6)
             weight, bias = weight / temperature, bias / temperature
             info["temperature"] = temperature
     return weight, bias, info
