@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -21,20 +22,11 @@ import onnxruntime as ort
 
 from edge_sent.contract import MANIFEST, Manifest
 from edge_sent.fidelity import HostMeasure
+from edge_sent.user_cache import CACHE_ENV, cache_root
 
-CACHE_ENV = "EDGE_SENT_CACHE"  # the cache root (the feature store lives there too)
 SCHEMA = 1
 # /proc/cpuinfo flags that change which kernels onnxruntime runs (x86) or the answers it gives (Arm features)
 ISA_MARKERS = ("avx", "fma", "f16c", "amx", "vnni", "bf16", "sse4", "asimd", "sve", "i8mm", "dotprod", "fp16", "fphp")
-
-
-def cache_root() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("edge-sent"))
 
 
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:
@@ -121,7 +113,12 @@ def save_profile(key: dict[str, Any], measured: dict[str, HostMeasure], probe_s:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=1)
         os.replace(tmp, path)
-    except OSError:
+    except OSError as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror or type(exc).__name__
+        sys.stderr.write(
+            f"edge-sent: warning: cannot write the host cache in {path.parent} ({reason}): `auto` measures again on "
+            f"the next load; set {CACHE_ENV} to a writable folder, or pass --variant\n"
+        )
     return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from edge_sent.tokenization import Batch, Encoded, Tokenizer
 from edge_sent.train.encoders import LoadedEncoder
 from edge_sent.train.feature_store import FeatureStore, text_key
 from edge_sent.train.model import PooledEncoder
+from edge_sent.user_cache import cache_root
 
 NAMESPACE_FORMAT = "edge-sent features v1 float32"
 
@@ -56,9 +56,7 @@ class Features:
 
 
 def default_cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("EDGE_SENT_CACHE", user_cache_dir("edge-sent"))) / "features"
+    return cache_root() / "features"
 
 
 def namespace(encoder: LoadedEncoder, max_length: int, pooling: str) -> bytes:
