@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# onnxruntime's official builds send usage telemetry and keep a device id under HOME (a warning on stderr where
+# HOME is read-only). The command line turns it off before onnxruntime is first imported, unless the user set it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import typer
 
 from edge_sent import __version__
