@@ -26,6 +26,7 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import EdgeSent, OptimumInt8, TorchEager
+from recorded import command_line
 
 from edge_sent.contract import CONFIG, MANIFEST, TOKENIZER
 from edge_sent.readers import read_records
@@ -184,7 +185,7 @@ def main() -> None:
     texts = [r.text for r in read_records(args.data) if r.text.strip()]
     variants = [v for v in ("fp32", "int8", "int8-static", "int4") if v in manifest["variants"]]
     results: dict = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "machine": {
             "cpu": _cpu_name(),
             "cores": _cores(),

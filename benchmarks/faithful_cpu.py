@@ -30,6 +30,9 @@ from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds
 from edge_sent.tokenization import Tokenizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recorded import command_line
+
 
 def weights_qdq(src: Path, dst: Path) -> int:
     """Every MatMul with a constant 2-D fp32 weight: int8 symmetric per output channel, DequantizeLinear'd."""
@@ -127,7 +130,7 @@ def speed(args: argparse.Namespace) -> dict:
         return lambda feeds: s.run([output], {k: v for k, v in feeds.items() if k in names})
 
     runners = {name: runner(*value) for name, value in found.items()}
-    result: dict = {"command": " ".join(["python", *sys.argv]), "onnxruntime": ort.__version__}
+    result: dict = {"command": command_line(), "onnxruntime": ort.__version__}
     for batch, length, runs in ((1, 64, 40), (32, 128, 6)):
         times = rotated_blocks(runners, synthetic_feeds(batch, length, tok), runs, warmup=2, pause_s=0.3)
         result[f"{batch}x{length}"] = {name: percentiles(t) for name, t in times.items()}

@@ -26,6 +26,9 @@ from edge_sent.export.prepare import texts_from  # noqa: E402
 from edge_sent.runtime import Classifier  # noqa: E402
 from tests.test_js import Server  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from recorded import portable_path  # noqa: E402
+
 BROWSER_VARIANT = {"int8": "int8", "fp32": "fp32", "portable": "portable"}
 
 
@@ -122,7 +125,7 @@ def main() -> None:
             )
             print(json.dumps(rows[-1]), flush=True)
     if args.out:
-        report = {"bundle": str(args.bundle), "n_texts": len(texts), "rows": rows}
+        report = {"bundle": portable_path(args.bundle), "n_texts": len(texts), "rows": rows}
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import EdgeSent, OptimumGraph
+from recorded import command_line
 
 from edge_sent.contract import TOKENIZER
 from edge_sent.readers import read_records
@@ -63,7 +64,7 @@ def main() -> None:
     found = contenders(args, args.bundle / TOKENIZER)
     runners = {name: c.run for name, c in found.items()}
     result: dict = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "onnxruntime": ort.__version__,
         "threads": args.threads,
         "latency_b1": {name: {} for name in found},

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -30,6 +31,9 @@ from edge_sent.runtime.engine import Engine
 from edge_sent.runtime.session import SessionConfig
 from edge_sent.runtime.strings import StringEngine
 from edge_sent.tokenization import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recorded import portable_path
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "chnsenticorp" / "dev.tsv"
 
@@ -101,7 +105,7 @@ def main() -> None:
         tokenize_only=lambda: tokenizer.pad(tokenizer.encode(texts), index).feeds(),
     )
     result = {
-        "bundle": str(args.bundle),
+        "bundle": portable_path(args.bundle),
         "encoder": manifest.data["encoder"]["spec"],
         "variant": args.variant,
         "seq": args.seq,
