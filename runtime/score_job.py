@@ -97,17 +97,24 @@ def _shown(value: Any) -> str:
     return "not recorded" if value is None else str(value)
 
 
+def model_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two model records (job.json's, and what this process loaded), in words."""
+    found: list[str] = []
+    for key, what in MODEL_FIELDS.items():
+        if old.get(key) != new.get(key):
+            detail = "" if key == "sha256" else f": {_shown(old.get(key))} → {_shown(new.get(key))}"
+            found.append(what + detail)
+    return found
+
+
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between two job records, in words."""
     found: list[str] = []
-    old_model, new_model = old.get("model"), new["model"]
+    old_model = old.get("model")
     if not isinstance(old_model, dict):
         found.append("the model (job.json predates the model record)")
     else:
-        for key, what in MODEL_FIELDS.items():
-            if old_model.get(key) != new_model.get(key):
-                detail = "" if key == "sha256" else f": {_shown(old_model.get(key))} → {_shown(new_model.get(key))}"
-                found.append(what + detail)
+        found += model_changes(old_model, new["model"])
     for key, what in JOB_FIELDS.items():
         if old.get(key) != new.get(key):
             detail = "" if key in ("inputs", "bundle") else f": {_shown(old.get(key))} → {_shown(new.get(key))}"

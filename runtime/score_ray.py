@@ -25,7 +25,15 @@ from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Record
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.score import ScoreStats, check_inputs, pending_shards, score_shard
-from edge_sent.runtime.score_job import ScoreConfig, atomic_write, claim_directory, job_record, output_lock
+from edge_sent.runtime.score_job import (
+    ScoreConfig,
+    atomic_write,
+    claim_directory,
+    job_record,
+    model_changes,
+    model_record,
+    output_lock,
+)
 
 
 @dataclass(frozen=True)
@@ -38,20 +46,36 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class LoadOptions:
+    """What every worker loads: exactly what the driver resolved (never `auto`), and the job's model record that
+    the loaded bundle must match."""
+
     bundle: str
     variant: str
     provider: str
     precision: str
+    model: dict[str, Any]  # job.json's "model": the driver's digest, variant, provider, precision (score_job)
+
+    @classmethod
+    def resolved(cls, classifier: Classifier, model: dict[str, Any]) -> LoadOptions:
+        bundle = str(classifier.manifest.root.resolve())
+        return cls(bundle, classifier.variant, classifier.provider, classifier.precision, model)
 
 
 class ShardScorer:
-    """A Ray actor: loads and verifies the bundle once, then scores and writes whole shards."""
+    """A Ray actor: loads and verifies the bundle once, checks that it computes the driver's model, then scores
+    and writes whole shards."""
 
     def __init__(self, options: LoadOptions, threads: int, out: str, batch_size: int) -> None:
         self.classifier = Classifier.load(
             options.bundle, variant=options.variant, provider=options.provider, threads=threads, strict=True,
             precision=options.precision,
         )  # fmt: skip
+        differs = model_changes(options.model, model_record(self.classifier, batch_size))
+        if differs:
+            raise EdgeSentError(
+                f"the worker on {socket.gethostname()} does not compute the driver's model from {options.bundle} "
+                f"(changed: {'; '.join(differs)}); give every node the same bundle and runtime"
+            )
         self.out = Path(out)
         self.batch_size = batch_size
 
@@ -119,23 +143,25 @@ def _pending(config: ScoreConfig, stats: ScoreStats) -> Iterator[dict[str, Any]]
 
 def score_on_ray(
     classifier: Classifier,
-    options: LoadOptions,
     config: ScoreConfig,
     ray_config: RayConfig,
     progress: Callable[[int], None] | None = None,
 ) -> ScoreStats:
     """The local engine's job (same shards, same files) run by an actor pool on Ray Data.
 
-    The bundle and the output folder reach the actors as absolute paths: on a cluster the workers do not share
-    the driver's working directory. (The inputs are read by the driver; a row's id keeps the path as given.)"""
+    Every actor loads the variant, provider and precision the driver resolved, and refuses a bundle whose model
+    differs from the job's (another export at the same path on that node). The bundle and the output folder reach
+    the actors as absolute paths: on a cluster the workers do not share the driver's working directory. (The
+    inputs are read by the driver; a row's id keeps the path as given.)"""
     if ray_config.actors < 1:
         raise EdgeSentError("--actors must be at least 1")
-    options = replace(options, bundle=str(Path(options.bundle).resolve()))
     config = replace(config, out=config.out.resolve())
     check_inputs(config)
     ray = _ray()
     with output_lock(config.out):
-        claim_directory(config.out, job_record(config, classifier))
+        job = job_record(config, classifier)
+        claim_directory(config.out, job)
+        options = LoadOptions.resolved(classifier, job["model"])
         _connect(ray, ray_config)
         stats = ScoreStats()
         started = time.perf_counter()

@@ -73,11 +73,10 @@ def score_cmd(
             bar.update(task, advance=n, rate=f"{done / elapsed:.1f} texts/s" if elapsed else "")
 
         if engine == "ray":
-            from edge_sent.runtime.score_ray import LoadOptions, RayConfig, score_on_ray
+            from edge_sent.runtime.score_ray import RayConfig, score_on_ray
 
-            options = LoadOptions(str(bundle), clf.variant, clf.provider, precision)
             ray_config = RayConfig(address=address, actors=actors, threads_per_actor=threads or 1)
-            stats = score_on_ray(clf, options, config, ray_config, progress=advance)
+            stats = score_on_ray(clf, config, ray_config, progress=advance)  # the workers load what clf resolved
         else:
             stats = score(clf, config, progress=advance)
     summary = stats.as_dict() | {
