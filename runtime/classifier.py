@@ -29,14 +29,19 @@ from edge_sent.variants import REFERENCE, VARIANTS
 
 @dataclass(frozen=True)
 class Prediction:
-    """The answer for one text. `truncated` is True when `max_length` cut the text."""
+    """The answer for one text."""
 
     label: str
+    """The most probable label's name (the bundle's `labels`)."""
     label_id: int
+    """Its index in the bundle's `labels` (the graph's output column)."""
     probabilities: dict[str, float]
+    """Every label's probability, in the bundle's label order (calibrated when the bundle has a temperature)."""
     truncated: bool
+    """True when the text was longer than the bundle's `max_length` and only its start was classified."""
 
     def as_dict(self) -> dict[str, Any]:
+        """The prediction as a JSON-ready dict (what `predict --json` and the server print for a text)."""
         return {
             "label": self.label,
             "label_id": self.label_id,
@@ -75,13 +80,21 @@ class Classifier:
 
     def __init__(self, manifest: Manifest, variant: str, engine: Engine, why: str = "named") -> None:
         self.manifest = manifest
+        """The bundle's `manifest.json`, read and checked."""
         self.variant = variant
-        self.why = why  # why this variant: "named", or `auto`'s reason (host-measured or recorded)
+        """The variant that runs (`fp32`, `int8`, `int8-block`, ...): the one named, or `auto`'s choice."""
+        self.why = why
+        """Why this variant: `"named"`, or `auto`'s reason (measured on this host, or the recorded ranking)."""
         self.engine = engine
+        """The inference engine: the onnxruntime session with its tokenizer (internal; use `predict`)."""
         self.provider = engine.provider
-        self.precision = engine.precision  # what the provider computes in: bf16 only on OpenVINO
+        """The execution provider that runs the graph: `cpu`, `cuda`, `openvino`, ..."""
+        self.precision = engine.precision
+        """What the provider computes in: `bf16` only on OpenVINO where the CPU has it, else `fp32`."""
         self.labels: list[str] = manifest.labels
+        """The label names, in the graph's output order."""
         self.max_length = engine.tokenizer.max_length
+        """The longest input in tokens; longer texts are cut (`Prediction.truncated`)."""
 
     @classmethod
     def load(
@@ -97,13 +110,38 @@ class Classifier:
         probe: bool | None = None,
         batch_independent: bool = False,
     ) -> Classifier:
-        """`strings=True`: the variant's string-in graph (`export --with-tokenizer`), which tokenizes inside
-        onnxruntime (onnxruntime-extensions, the `strings` extra); `auto` picks among the variants that have one.
-        `min_agreement`: the label agreement with fp32 that `auto` requires of a quantized variant.
-        `probe`: `auto` decides from speed and fidelity measured on this host, once per host (cached; see
-        `host_probe`); False: from the export's recorded ranking; None: unless `EDGE_SENT_PROBE=0`.
-        `batch_independent`: `auto` considers only variants whose answer for a text does not depend on the other
-        texts of its batch (what a server needs; a named variant is taken as named)."""
+        """Load a bundle, check every file it reads against the manifest, and warm it up.
+
+        Args:
+            bundle_dir: The bundle's directory (what `edge-sent export --out` wrote).
+            variant: `"auto"` (default): decided on this host, see `probe`; or a variant's name (`fp32`, `int8`,
+                `int8-block`, `int8-static`, `fp16`, `int4`), which must be in the bundle and run on the provider.
+            provider: `"auto"` (default): CUDA, else OpenVINO, else CPU, whichever onnxruntime build has it; or
+                `cpu`, `cuda`, `tensorrt`, `openvino`.
+            threads: Intra-op threads; None (default): the physical cores.
+            strict: True: raise instead of warning (`ProviderFallbackWarning`) when onnxruntime silently fell
+                back to the CPU. Default False.
+            precision: `"auto"` (default), `fp32` or `bf16` (OpenVINO only): what the provider computes in.
+            strings: True: the variant's string-in graph (`export --with-tokenizer`), which tokenizes inside
+                onnxruntime (onnxruntime-extensions, the `strings` extra); `auto` picks among the variants that
+                have one. Default False.
+            min_agreement: The label agreement with fp32 that `auto` requires of a quantized variant.
+                Default 0.98.
+            probe: True: `auto` decides from speed and fidelity measured on this host, once per host (cached);
+                False: from the export's recorded ranking; None (default): probe unless `EDGE_SENT_PROBE=0`.
+            batch_independent: True: `auto` considers only variants whose answer for a text does not depend on
+                the other texts of its batch (what a server needs; a named variant is taken as named).
+                Default False.
+
+        Returns:
+            The loaded classifier, its variant chosen and its session warmed up.
+
+        Raises:
+            BundleError: The directory is not a bundle, its manifest does not parse, or a file is missing or does
+                not match its sha256 and size in the manifest.
+            EdgeSentError: The variant is not in the bundle or does not run on the provider, the provider is not
+                in this onnxruntime build, or (with `strict=True`) the session fell back to another provider.
+        """
         manifest = read_manifest(bundle_dir)
         short = resolve_provider(provider)
         among = set(manifest.string_files) if strings else None
@@ -137,6 +175,7 @@ class Classifier:
 
     @property
     def providers(self) -> list[str]:
+        """The onnxruntime execution providers the session runs on, in priority order."""
         return self.engine.providers
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -144,14 +183,34 @@ class Classifier:
         return self.engine.run(feeds)[0]
 
     def predict(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> list[Prediction]:
-        """Classify `texts`; one Prediction per text, in input order."""
+        """Classify texts, in batches sorted by length, each padded to its longest text.
+
+        Args:
+            texts: The texts; an empty text is classified like any other.
+            batch_size: Texts per inference batch. Default 32.
+
+        Returns:
+            One `Prediction` per text, in input order.
+
+        Raises:
+            TypeError: `texts` is a single string, or one of its items is not a string.
+        """
         out = self.engine.run_texts(texts, batch_size)
         return [self._prediction(row, bool(cut)) for row, cut in zip(out[PROBABILITIES], out.truncated, strict=True)]
 
     def predict_iter(
         self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE, chunk_size: int = 1024
     ) -> Iterator[Prediction]:
-        """Stream over any number of texts with bounded memory (`chunk_size` texts at a time)."""
+        """Classify any number of texts with bounded memory, `chunk_size` texts at a time.
+
+        Args:
+            texts: Any iterable of texts (a file's lines, a generator).
+            batch_size: Texts per inference batch. Default 32.
+            chunk_size: Texts read and classified at a time. Default 1024.
+
+        Yields:
+            One `Prediction` per text, in input order.
+        """
         iterator = iter(texts)
         while chunk := list(itertools.islice(iterator, chunk_size)):
             yield from self.predict(chunk, batch_size=batch_size)
