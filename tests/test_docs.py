@@ -10,6 +10,8 @@ right before its fence: `<!-- not run: REASON -->`. Output samples go in `text` 
 
 from __future__ import annotations
 
+import html
+import importlib.util
 import json
 import os
 import re
@@ -18,8 +20,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.docs_rules import absolute_paths, page_problems, raw_figures, user_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -141,6 +146,86 @@ def test_the_checker_finds_what_is_wrong(tmp_path: Path) -> None:
     assert [problem.split(": ", 1)[0].rsplit(":", 1)[1] for problem in found] == ["15", "18", "23"], found
 
 
+def test_user_pages_read_as_docs() -> None:
+    """README, docs/ and the benchmark pages: no work log, no machine path, no list MkDocs renders as a paragraph,
+    no link out of the repository; the raw figures they link to hold no machine path either."""
+    problems = [found for page in user_pages() for found in page_problems(page, page.read_text(encoding="utf-8"))]
+    problems += [found for raw in raw_figures() for found in absolute_paths(raw, raw.read_text(encoding="utf-8"))]
+    assert not problems, "\n".join(problems)
+
+
+PLANTED = {  # a line a user page must not hold -> what the checks say about it
+    "Fixed in issue 12.": "work log 'issue 12'",
+    "See #29 for the rest.": "work log '#29'",
+    "Measured in round 3.": "work log 'round 3'",
+    "Done in the second phase.": "work log 'phase'",
+    "Honest account: slower.": "work log 'Honest account'",
+    "As in the fourth session.": "work log 'fourth session'",
+    "The speed-up is not met.": "work log 'not met'",
+    "Goal: 2x.": "work log 'Goal'",
+    "Before commit 1a2b3c4d.": "work log 'commit 1a2b3c4d'",
+    "Raw: `git show b0ebafa^:x.json`.": "work log 'b0ebafa'",
+    "Bundle in /work/scratch/bundle.": "absolute machine path '/work/",
+    "Run `python /home/me/x.py`.": "absolute machine path '/home/",
+    "Written to /tmp/out.": "absolute machine path '/tmp/",
+    "Some text\n* an item": "a list right under text",
+    "Steps:\n1. first": "a list right under text",
+    "See [notes](../../notes.md).": "'../../notes.md' points outside",
+    "Cited: `../shared/PROBES.md`.": "'../shared/PROBES.md' points outside",
+}
+FINE = (
+    "An onnxruntime session, `--overload-rounds 8`, sha256 "
+    + "ab12" * 16
+    + ", [web](https://example.org), [page](other.md), ~/.cache/edge-sent, /usr/bin/chromium.\n\n"
+    "Text:\n\n* an item\n* another\n  continued\n\n## Heading\n- right under a heading\n"
+    "```text\nout of a fence\n* not a list\n```\n"
+)
+
+
+def test_the_page_checks_find_what_is_wrong(tmp_path: Path) -> None:
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    (page.parent / "other.md").write_text("# other\n")
+    assert page_problems(page, FINE, tmp_path) == []
+    for line, expected in PLANTED.items():
+        found = page_problems(page, f"# Title\n\n{line}\n", tmp_path)
+        assert len(found) == 1 and expected in found[0], (line, found)
+
+
+def undocumented(cls: Any) -> list[str]:
+    """The public members (attributes, properties, methods) of a Griffe class without a docstring."""
+    return [
+        f"{cls.name}.{name}"
+        for name, member in cls.members.items()
+        if not name.startswith("_") and not member.docstring
+    ]
+
+
+def docs_hooks() -> Any:
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_public_attribute_of_the_api_is_documented(tmp_path: Path) -> None:
+    import griffe
+
+    tree = docs_hooks().package_tree(ROOT, tmp_path / "tree")
+    runtime = griffe.load("edge_sent.runtime", search_paths=[str(tree)])
+    missing = undocumented(runtime["Classifier"]) + undocumented(runtime["Prediction"])
+    assert not missing, f"document these (a docstring under each attribute, not a # comment): {missing}"
+    assert {"labels", "variant", "why", "max_length", "providers"} <= set(runtime["Classifier"].members)
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "planted.py").write_text(
+        'class C:\n    """C."""\n\n    def __init__(self) -> None:\n        self.shown = 1\n        """Shown."""\n'
+        "        self.hidden = 2  # a comment is not a docstring\n"
+    )
+    assert undocumented(griffe.load("planted", search_paths=[str(planted)])["C"]) == ["C.hidden"]
+
+
 def runnable_pages() -> list[Path]:
     return [path for path in doc_files() if any(b.runs for b in parse(path, path.read_text(encoding="utf-8"))[0])]
 
@@ -208,6 +293,10 @@ def test_site_builds_strict_with_the_cli_and_api_reference(tmp_path: Path) -> No
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     for name in ("edge_sent.runtime.Classifier", "edge_sent.runtime.Prediction", "predict_iter"):
         assert name in api, name
+    shown = html.unescape(re.sub(r"<[^>]+>", "", api))
+    # defaults as values (`= 0.98`), not as the constant's name; attributes without `manifest = manifest`
+    assert not re.findall(r"= [A-Z][A-Z0-9_]{2,}\b", shown), re.findall(r".{30}= [A-Z][A-Z0-9_]{2,}\b", shown)
+    assert not re.findall(r"\b(\w+) = \1\b", shown), re.findall(r"\b(\w+) = \1\b", shown)
     for image in ("benchmarks/latency.png", "benchmarks/serve.png", "assets/screenshot.png"):
         assert (site / image).is_file(), image
     assert (site / "benchmarks" / "RESULTS" / "index.html").is_file()
