@@ -99,7 +99,17 @@ def _measure(name: str, record: Any) -> HostMeasure:
         n_texts=int(record.get("n_texts", 0)),
         agreement_source=str(record.get("agreement_source", "host")),
         complete=bool(record.get("complete", True)),
+        counts=_counts(record.get("counts")),
     )
+
+
+def _counts(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    agreeing, of = (int(v) for v in value)
+    if not 0 <= agreeing <= of:
+        raise ValueError("agreeing labels out of range")
+    return agreeing, of
 
 
 def save_profile(key: dict[str, Any], measured: dict[str, HostMeasure], probe_s: float) -> Path:

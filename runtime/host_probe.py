@@ -27,6 +27,7 @@ from edge_sent.fidelity import (
     Choice,
     HostChoice,
     HostMeasure,
+    agreeing_needed,
     auto_choice,
     host_candidates,
     host_choice,
@@ -122,7 +123,8 @@ def measure_agreement(
     (the export's batching). Stops as soon as more labels differ than `floor` allows over all the texts (the
     variant can no longer reach it): then `complete` is False and `label_agreement` is the best it could reach."""
     encoded = engine.encode(texts)
-    allowed = (1.0 - floor) * len(texts)
+    n = len(texts)
+    allowed = n - agreeing_needed(floor, n)  # differing labels the floor allows (integers: the rule counts alike)
     probs = np.zeros_like(reference)
     seen = np.zeros(len(texts), dtype=bool)
     for batch in engine.tokenizer.batches(encoded, batch_size):
@@ -132,11 +134,13 @@ def measure_agreement(
         if differ > allowed and not seen.all():
             result = agreement(reference[seen], probs[seen])
             return result | {
-                "label_agreement": 1.0 - differ / len(texts),
+                "label_agreement": 1.0 - differ / n,
                 "n_texts": int(seen.sum()),
                 "complete": False,
+                "counts": (n - differ, n),
             }
-    return agreement(reference, probs) | {"complete": True}
+    same = int((probs.argmax(axis=1) == reference.argmax(axis=1)).sum())
+    return agreement(reference, probs) | {"complete": True, "counts": (same, n)}
 
 
 class HostProbe:
@@ -216,6 +220,7 @@ class HostProbe:
             n_texts=result["n_texts"],
             agreement_source="host",
             complete=result["complete"],
+            counts=result.get("counts"),
         )
 
     def decide(self, refresh: bool = False, every: bool = False) -> HostResult:

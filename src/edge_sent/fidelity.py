@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from edge_sent.contract import Agreement, Manifest, VariantEntry
 from edge_sent.variants import REFERENCE, VARIANTS, auto_preference, float_path
@@ -121,6 +122,13 @@ def below_floor(manifest: Manifest, min_agreement: float = MIN_AGREEMENT) -> lis
 MIN_SPEEDUP = 1.05  # a quantized variant must beat the float path by this much at every probed shape on the host
 
 
+def agreeing_needed(floor: float, n: int) -> int:
+    """The fewest of `n` labels that must agree with fp32 to reach `floor`, in integers: the floor is read as the
+    decimal it was written as (0.9 is 9/10, so 270 of 300 reach it). The fidelity rerun's early stop and the rule
+    both count with this, so that they can never disagree."""
+    return math.ceil(Fraction(repr(float(floor))) * n)
+
+
 @dataclass(frozen=True)
 class HostMeasure:
     """What one variant did on this host: p50 milliseconds per probed shape, its speed-up over the float path
@@ -134,6 +142,16 @@ class HostMeasure:
     n_texts: int = 0
     agreement_source: str = "host"  # "host": rerun here; "recorded": the export's figure (no host-check texts)
     complete: bool = True  # False: stopped early once the floor was out of reach; `agreement` is then an upper bound
+    counts: tuple[int, int] | None = None  # (labels that agree, of how many texts); partial: the most that still can
+
+    def reaches(self, floor: float) -> bool:
+        """Whether the agreement reaches `floor`, counted in labels where the counts are known."""
+        counts = self.counts
+        if counts is None and self.agreement_source == "host" and self.complete and self.n_texts:
+            counts = (round((self.agreement or 0.0) * self.n_texts), self.n_texts)  # a profile cached without them
+        if counts is not None:
+            return counts[0] >= agreeing_needed(floor, counts[1])
+        return self.agreement is not None and self.agreement >= floor
 
     @property
     def slowest(self) -> float:
@@ -192,9 +210,9 @@ def host_choice(
         fidelity = f"{m.agreement:.1%} agreement with fp32 on {m.n_texts or 'the recorded'} texts ({where})"
         if not m.complete:
             fidelity = f"at most {m.agreement:.1%} agreement with fp32 (stopped after {m.n_texts} texts, {where})"
-            if m.agreement >= min_agreement:  # a lower floor than the one it stopped at: measure it whole
+            if m.reaches(min_agreement):  # a lower floor than the one it stopped at: measure it whole
                 return HostChoice(REFERENCE, f"{name}: agreement measured in part only", needs=name)
-        if m.agreement < min_agreement:
+        if not m.reaches(min_agreement):
             passed_over.append(f"{name}: {fidelity} < {min_agreement:.0%}")
             continue
         return HostChoice(name, f"fastest faithful variant on this host: {speed}, {fidelity}")
