@@ -97,7 +97,7 @@ def gate_fp32(job: Prepared, tmp: Path, entry: dict) -> Reference:
     fp32 = verify.engine(tmp / entry["file"], job.tokenizer)
     logits_1, probs = verify.onnx_outputs(fp32, job.verify_texts, batch_size=1)
     logits_b, _ = verify.onnx_outputs(fp32, job.verify_texts, batch_size=VERIFY_BATCH, shuffle=True)
-    entry["vs_torch"] = verify.gate_fp32(reference, exact, logits_1, logits_b)
+    entry["vs_torch"] = verify.gate_fp32(reference, exact, logits_1, logits_b, job.meta.temperature)
     entry["verified_on"] = fp32.providers[0]
     entry["verification_labels"] = probs.argmax(axis=1).tolist()
     eval_probs = None

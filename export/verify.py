@@ -81,11 +81,14 @@ def onnx_outputs(
     return out["logits"], out["probabilities"]
 
 
-def parity(reference: np.ndarray, logits: np.ndarray) -> dict:
+def parity(reference: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> dict:
+    """The graph's logits against torch's; the spread across texts of the model's own logits, before the division
+    by the temperature (a temperature at its bound, 100, would shrink it 100× and refuse a model that varies)."""
+    raw = reference * temperature
     return {
         "max_abs_dlogit": float(np.abs(reference - logits).max()),
-        "logit_spread": float((reference.max(axis=0) - reference.min(axis=0)).max()),
-        "logit_std_across_texts": float(reference.std(axis=0).mean()),
+        "logit_spread": float((raw.max(axis=0) - raw.min(axis=0)).max()),
+        "logit_std_across_texts": float(raw.std(axis=0).mean()),
     }
 
 
@@ -98,25 +101,35 @@ FP32_NOISE_FACTOR = 4.0
 MIN_SPREAD = 10  # the logits must spread over at least this many tolerances, or parity proves nothing
 
 
-def gate_fp32(reference: np.ndarray, exact: np.ndarray, logits_1: np.ndarray, logits_padded: np.ndarray) -> dict:
+def gate_fp32(
+    reference: np.ndarray,
+    exact: np.ndarray,
+    logits_1: np.ndarray,
+    logits_padded: np.ndarray,
+    temperature: float = 1.0,
+) -> dict:
     """The fp32 parity record, or EdgeSentError refusing the export.
 
-    `reference`: torch's fp32 logits; `exact`: the same model in float64. The graph's logits (batch 1 and padded
-    batches) must be within `tolerance` of the exact ones: the larger of 1e-4 × max(1, largest |logit|) and
-    FP32_NOISE_FACTOR × torch's own fp32 error, i.e. the graph may round no worse than a few times torch does. A
-    reference whose logits barely vary across the verification texts is refused too: a constant output would pass."""
-    record = parity(reference, logits_1) | {"max_abs_dlogit_padded": float(np.abs(reference - logits_padded).max())}
+    `reference`: torch's fp32 logits; `exact`: the same model in float64 (both divided by `temperature`, as the
+    graph's are). The graph's logits (batch 1 and padded batches) must be within `tolerance` of the exact ones: the
+    larger of 1e-4 × max(1, largest |logit|) and FP32_NOISE_FACTOR × torch's own fp32 error, i.e. the graph may
+    round no worse than a few times torch does. A model whose logits barely vary across the verification texts is
+    refused too (a constant output would pass); that is judged on its logits before the temperature, at their own
+    scale, so that calibration never decides it."""
+    record = parity(reference, logits_1, temperature)
+    record["max_abs_dlogit_padded"] = float(np.abs(reference - logits_padded).max())
     scale = max(1.0, float(np.abs(reference).max()))
     floor = PARITY_TOLERANCE * scale
+    spread_floor = PARITY_TOLERANCE * max(1.0, float(np.abs(reference * temperature).max()))
     torch_error = float(np.abs(reference - exact).max())
     tolerance = max(floor, FP32_NOISE_FACTOR * torch_error)
     worst = max(float(np.abs(exact - logits_1).max()), float(np.abs(exact - logits_padded).max()))
     record |= {"logit_scale": scale, "tolerance": tolerance, "torch_fp32_error": torch_error}
     record |= {"max_abs_dlogit_vs_exact": worst}
-    if record["logit_spread"] < MIN_SPREAD * floor:
+    if record["logit_spread"] < MIN_SPREAD * spread_floor:
         raise EdgeSentError(
             f"the model's logits are (nearly) constant across {len(reference)} verification texts (spread "
-            f"{record['logit_spread']:.1e} < {MIN_SPREAD * floor:.1e}): parity with torch proves nothing, "
+            f"{record['logit_spread']:.1e} < {MIN_SPREAD * spread_floor:.1e}): parity with torch proves nothing, "
             "export refused"
         )
     if worst > tolerance:

@@ -127,9 +127,10 @@ def test_last_layer_runs_on_the_cls_row_only(tiny_bundle):
 
 def test_mean_pooling_is_not_pruned_and_matches_torch(tmp_path):
     run = tmp_path / "run"
-    # uncalibrated: a near-chance head gets a large temperature, which would shrink the spread this test needs
-    train_on_chnsenticorp(run, "random:tiny", pooling="mean", limit=120, max_length=32, calibrate=False)
+    train_on_chnsenticorp(run, "random:tiny", pooling="mean", limit=120, max_length=32)
     manifest = export_bundle(ExportConfig(run_dir=run, out=tmp_path / "b", quantize=(), verify_size=16, quiet=True))
+    # calibrated: this near-chance head gets a large temperature, which the spread check must not hold against it
+    assert manifest["calibration"]["temperature"] > 10
     fp32 = manifest["variants"]["fp32"]
     assert fp32["last_layer_cls_only"] is False
     assert fp32["vs_torch"]["max_abs_dlogit_padded"] <= fp32["vs_torch"]["tolerance"]
@@ -326,6 +327,16 @@ def test_fp32_gate_accepts_the_seed_that_was_refused_by_luck(tmp_path):
     parity = manifest["variants"]["fp32"]["vs_torch"]
     assert parity["max_abs_dlogit_vs_exact"] <= parity["tolerance"]
     assert parity["torch_fp32_error"] * 4 > 1e-4 * parity["logit_scale"]  # the case the old fixed tolerance got wrong
+
+
+def test_the_spread_check_reads_the_logits_before_the_temperature():
+    """A near-chance head calibrated at T = 100 still varies across texts: the gate judges its own logits."""
+    raw = np.random.default_rng(0).normal(size=(16, 2)) * 0.02  # spread ~0.07: 70× the floor of 1e-3
+    record = verify.gate_fp32(raw / 100, raw / 100, raw / 100, raw / 100, temperature=100.0)
+    assert record["logit_spread"] == pytest.approx(float(np.ptp(raw, axis=0).max()))
+    constant = np.full((16, 2), 0.3) + np.random.default_rng(1).normal(size=(16, 2)) * 1e-5
+    with pytest.raises(EdgeSentError, match="nearly"):  # a constant model is refused, calibrated or not
+        verify.gate_fp32(constant / 100, constant / 100, constant / 100, constant / 100, temperature=100.0)
 
 
 def test_fp32_gate_rule_on_synthetic_logits():
