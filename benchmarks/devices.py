@@ -303,7 +303,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     for name, platform in report["platforms"].items():
         record = platform["record"]
-        what = ", ".join(f"{k} {v}" for k, v in record.items() if k != "cpu_flags")
+        what = ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("cpu_flags", "cpu_source"))
+        if "cpu_flags" in record:  # the CPU the answers module ran on (the emulated one under qemu), and from where
+            features = " ".join(record["cpu_flags"]) or "none of the tracked ones"
+            what += f"; CPU features ({record.get('cpu_source', 'cpuinfo')}): {features}"
         batch = "one text at a time" if platform["batch_size"] == 1 else f"batches of {platform['batch_size']}"
         wall = f"; {platform['wall_s']} s" if platform.get("wall_s") is not None else ""
         lines.append(f"- {name}: {platform['note']}; {batch}{wall} ({what})")

@@ -27,8 +27,8 @@ import onnxruntime as ort
 from edge_sent.contract import TOKENIZER, read_manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.runtime.classifier import Classifier
+from edge_sent.runtime.cpu_identity import cpu_fingerprint, cpu_flags
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.host_cache import cpu_flags
 from edge_sent.runtime.session import SessionConfig
 from edge_sent.tokenization import Tokenizer
 from edge_sent.variants import VARIANTS
@@ -79,7 +79,8 @@ def platform_record() -> dict[str, Any]:
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "numpy": np.__version__,
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": cpu_flags(),  # the CPU this process runs on: the emulated one under qemu-user
+        "cpu_source": cpu_fingerprint()["source"],
     }
 
 

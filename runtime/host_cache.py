@@ -1,9 +1,10 @@
 """The host profile cache: what `auto`'s probe measured for one bundle on one machine, kept in the user's cache.
 
 One JSON file per key: the bundle's content (sha256 of its manifest, which hashes every file), the provider,
-the precision, the threads, the onnxruntime version and the CPU fingerprint (machine and ISA flags). The key
-is stored inside the file and compared on every read: a file that does not parse, or whose key or records do
-not match, is ignored (and later overwritten), never trusted. Written atomically (temporary file + rename).
+the precision, the threads, the onnxruntime version and the CPU fingerprint (machine and ISA features of the CPU
+the code runs on, the emulated one under qemu: `cpu_identity`). The key is stored inside the file and compared on
+every read: a file that does not parse, or whose key or records do not match, is ignored (and later overwritten),
+never trusted. Written atomically (temporary file + rename).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 from dataclasses import asdict
@@ -22,30 +22,10 @@ import onnxruntime as ort
 
 from edge_sent.contract import MANIFEST, Manifest
 from edge_sent.fidelity import HostMeasure
+from edge_sent.runtime.cpu_identity import cpu_fingerprint
 from edge_sent.user_cache import CACHE_ENV, cache_root
 
-SCHEMA = 1
-# /proc/cpuinfo flags that change which kernels onnxruntime runs (x86) or the answers it gives (Arm features)
-ISA_MARKERS = ("avx", "fma", "f16c", "amx", "vnni", "bf16", "sse4", "asimd", "sve", "i8mm", "dotprod", "fp16", "fphp")
-
-
-def cpu_flags(cpuinfo: str | None = None) -> list[str]:
-    """The ISA flags of this CPU that matter to onnxruntime's kernels (x86 `flags`, Arm `Features`)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(f for f in value.split() if any(marker in f for marker in ISA_MARKERS))
-    return sorted(flags)
-
-
-def cpu_fingerprint() -> dict[str, Any]:
-    return {"machine": platform.machine().lower(), "system": platform.system(), "isa": cpu_flags()}
+SCHEMA = 2  # 2: the CPU as this process sees it (cpu_identity), not /proc/cpuinfo's host
 
 
 def manifest_sha256(manifest: Manifest) -> str:
@@ -100,6 +80,8 @@ def _measure(name: str, record: Any) -> HostMeasure:
         agreement_source=str(record.get("agreement_source", "host")),
         complete=bool(record.get("complete", True)),
         counts=_counts(record.get("counts")),
+        batch_max_dprob=None if record.get("batch_max_dprob") is None else float(record["batch_max_dprob"]),
+        batch_label_flips=None if record.get("batch_label_flips") is None else int(record["batch_label_flips"]),
     )
 
 

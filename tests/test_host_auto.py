@@ -115,7 +115,7 @@ def test_the_cache_is_keyed_and_a_second_load_measures_nothing(bundle: Path, mon
     assert decide(bundle, FakeHost(monkeypatch, VNNI, {"int8": 0.99, "int8-block": 0.99}), threads=1).probed
     changes = [
         lambda: monkeypatch.setattr(host_cache.ort, "__version__", "0.0.1-test"),
-        lambda: monkeypatch.setattr(host_cache, "cpu_flags", lambda cpuinfo=None: ["avx2", "fma"]),
+        lambda: monkeypatch.setattr(host_cache, "cpu_fingerprint", lambda: {"machine": "x86_64", "isa": ["avx2"]}),
         lambda: (bundle / "manifest.json").write_text(
             json.dumps(json.loads((bundle / "manifest.json").read_text()) | {"note": "re-exported"})
         ),
