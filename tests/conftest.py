@@ -69,10 +69,19 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in message, message
 
 
+# the environment the session started with (pip in the as-installed tests uses its HOME, for its download cache)
+START_ENV = dict(os.environ)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory) -> None:
-    os.environ["EDGE_SENT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def _test_user_home(tmp_path_factory) -> None:
+    """The test session is a user with a HOME of its own: every command finds its cache folder the way a user's
+    does (platformdirs under HOME, no EDGE_SENT_CACHE), and nothing lands in the real user's cache. A test that
+    needs a cache of its own passes one explicitly (`env={"EDGE_SENT_CACHE": ...}` or a HOME of its own)."""
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
+    for inherited in ("EDGE_SENT_CACHE", "XDG_CACHE_HOME"):
+        os.environ.pop(inherited, None)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a hub; tests/test_journeys.py runs without it
 
 
 def train_on_chnsenticorp(out: Path, encoder: str, **options: object) -> dict:
@@ -137,3 +146,27 @@ def bundle_where_auto_takes_int8(tiny_bundle: Path, out: Path) -> Path:
         manifest["variants"][name]["eval_vs_fp32"]["label_agreement"] = 0.99
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return out
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory) -> tuple[Path, Path]:
+    """The release, built once per session as a release would make it: `python -m build` (an sdist, and the wheel
+    built from that sdist, so the sdist is complete), checked by `twine check --strict`."""
+    import zipfile
+
+    out = tmp_path_factory.mktemp("dist")
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], capture_output=True, text=True, timeout=900
+    )
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    (sdist,), (wheel,) = sorted(out.glob("*.tar.gz")), sorted(out.glob("*.whl"))
+    check = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(sdist), str(wheel)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for needed in ("edge_sent/runtime/classifier.py", "edge_sent/assets/bert-base-chinese/tokenizer.json"):
+        assert needed in names, f"{needed} is missing from {wheel.name}"
+    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    return sdist, wheel
