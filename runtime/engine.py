@@ -39,6 +39,8 @@ class Outputs:
 class Engine:
     """A graph ready to run: session + provider + precision + tokenizer. Thread-safe after construction."""
 
+    engine = "onnxruntime"  # which runtime computes (OpenVINOEngine: "openvino")
+
     def __init__(self, model_path: Path, tokenizer: Tokenizer, config: SessionConfig = SessionConfig()) -> None:
         self.provider = resolve_provider(config.provider)
         self.precision = resolve_precision(self.provider, config.precision)

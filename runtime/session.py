@@ -70,12 +70,22 @@ def resolve_provider(requested: str) -> str:
     available = ort.get_available_providers()
     if requested == "auto":
         return auto_provider(available, platform.machine())
+    if requested == "openvino":
+        from edge_sent.runtime.openvino_engine import runtime_available
+
+        if runtime_available():  # the OpenVINO runtime itself (the `openvino` extra), beside onnxruntime
+            return requested
     if provider_spec(requested).ort_name not in available:
         if requested == "openvino" and _installed("onnxruntime-openvino") and _installed("onnxruntime"):
             raise EdgeSentError(
                 "provider 'openvino': onnxruntime-openvino is installed, but the CPU build (onnxruntime) shadows it "
                 "(both provide the onnxruntime module); make a venv with scripts/openvino-venv.sh, or run "
                 "`pip uninstall -y onnxruntime onnxruntime-openvino && pip install --no-deps onnxruntime-openvino`"
+            )
+        if requested == "openvino":
+            raise EdgeSentError(
+                "provider 'openvino' needs the OpenVINO runtime: pip install 'edge-sent[openvino]' "
+                "(see docs/openvino.md)"
             )
         raise EdgeSentError(
             f"provider {requested!r} is not available in this onnxruntime build "

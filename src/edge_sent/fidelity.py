@@ -18,9 +18,11 @@ measurement for the provider is never taken by `auto` (it can still be named).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from edge_sent.candidates import MAX_BATCH_DPROB
 from edge_sent.contract import Agreement, Manifest, VariantEntry
 from edge_sent.variants import REFERENCE, VARIANTS, auto_preference, float_path
 
@@ -143,6 +145,16 @@ class HostMeasure:
     agreement_source: str = "host"  # "host": rerun here; "recorded": the export's figure (no host-check texts)
     complete: bool = True  # False: stopped early once the floor was out of reach; `agreement` is then an upper bound
     counts: tuple[int, int] | None = None  # (labels that agree, of how many texts); partial: the most that still can
+    # another engine's candidate: its host-check texts alone against in their padded batches (None: not measured)
+    batch_max_dprob: float | None = None
+    batch_label_flips: int | None = None
+
+    @property
+    def batch_independent(self) -> bool:
+        """Labels never change with the batch and probabilities move by at most MAX_BATCH_DPROB (serve's rule)."""
+        if self.batch_max_dprob is None or self.batch_label_flips is None:
+            return False
+        return self.batch_label_flips == 0 and self.batch_max_dprob <= MAX_BATCH_DPROB
 
     def reaches(self, floor: float) -> bool:
         """Whether the agreement reaches `floor`, counted in labels where the counts are known."""
@@ -185,11 +197,15 @@ def host_choice(
     measured: dict[str, HostMeasure],
     min_agreement: float = MIN_AGREEMENT,
     among: set[str] | None = None,
+    engines: Sequence[str] = (),
+    batch_independent: bool = False,
 ) -> HostChoice:
     """The fastest candidate that is at least MIN_SPEEDUP faster than the float path at every probed shape *on this
     host* and agrees with fp32 on at least `min_agreement` of the host-check texts *on this host*; else the float
-    path (`auto_choice`'s fallback). Candidates the speed probe has not measured are never taken."""
-    candidates = host_candidates(manifest, provider, among)
+    path (`auto_choice`'s fallback). Candidates the speed probe has not measured are never taken. `engines`: other
+    engines' candidates (`edge_sent.candidates`); with `batch_independent` (serve) one is taken only if its answers
+    measured alone and in a batch pass `HostMeasure.batch_independent`."""
+    candidates = [*host_candidates(manifest, provider, among), *engines]
     ranked = sorted(candidates, key=lambda n: -measured[n].typical if n in measured else 0.0)
     passed_over: list[str] = []
     for name in ranked:
@@ -214,6 +230,14 @@ def host_choice(
                 return HostChoice(REFERENCE, f"{name}: agreement measured in part only", needs=name)
         if not m.reaches(min_agreement):
             passed_over.append(f"{name}: {fidelity} < {min_agreement:.0%}")
+            continue
+        if batch_independent and name in engines and not m.batch_independent:
+            if m.batch_max_dprob is None:
+                return HostChoice(REFERENCE, f"{name}: batch independence not measured yet", needs=name)
+            passed_over.append(
+                f"{name}: its answers depend on the batch ({m.batch_label_flips} labels change, max |Δp| "
+                f"{m.batch_max_dprob:.1e} > {MAX_BATCH_DPROB:.0e} alone vs batched)"
+            )
             continue
         return HostChoice(name, f"fastest faithful variant on this host: {speed}, {fidelity}")
     fallback = auto_choice(manifest, provider, min_agreement, among=(among or set(manifest.variants)) - set(ranked))
