@@ -196,7 +196,7 @@ def test_choose_variant_and_the_variant_table() -> None:
     with pytest.raises(BundleError, match=r"\(it has: none\)$"):
         choose_variant(manifest(), "fp32", "cpu")
     assert variant_help().startswith(
-        "auto (the fastest with ≥ 98% recorded agreement with fp32 — cpu: int8, cpu: int8-block; else"
+        "auto: decided on this host: the fastest candidate (cpu: int8, cpu: int8-block) that beats fp32 here"
     )
     # file names are part of the bundle format: bundles already written must keep loading
     names = ("fp32", "int8", "int8-block", "int8-static", "fp16", "int4")

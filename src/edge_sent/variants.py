@@ -96,6 +96,6 @@ def variant_help() -> str:
     auto = ", ".join(f"{'/'.join(spec.auto_on)}: {spec.name}" for spec in VARIANT_TABLE if spec.auto_on)
     floats = ", ".join(f"{'/'.join(spec.float_on)}: {spec.name}" for spec in VARIANT_TABLE if spec.float_on)
     return (
-        f"auto (the fastest with ≥ 98% recorded agreement with fp32 — {auto}; else the float path — {floats}; "
-        f"else fp32), {', '.join(VARIANTS)}."
+        f"auto: decided on this host: the fastest candidate ({auto}) that beats fp32 here and agrees with it "
+        f"(--min-agreement), else the float path ({floats}; else fp32). Or one of {', '.join(VARIANTS)}."
     )

@@ -11,9 +11,11 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import typer
 
 from edge_sent import __version__
+from edge_sent.cli.common import readable_help
 from edge_sent.cli.eval_cmd import eval_cmd
 from edge_sent.cli.runtime_cmds import info_cmd, predict_cmd, verify_cmd
 
+readable_help()
 app = typer.Typer(
     name="edge-sent",
     help="Frozen BERT + linear head sentiment classifier: train, export one fused ONNX graph, serve without torch.",

@@ -29,7 +29,9 @@ def bench_cmd(
     out: Annotated[Path | None, typer.Option(help="Also write the JSON result to this file.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Latency (p50/p90/p99) per variant and sequence length, and throughput on real texts."""
+    """Measure latency per variant and text length, and throughput on real texts.
+
+    Latency p50/p90/p99 at batch 1 per variant and sequence length; throughput on real texts."""
     import json
 
     from edge_sent.errors import EdgeSentError

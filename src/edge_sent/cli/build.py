@@ -74,7 +74,7 @@ def train_cmd(
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Fit a linear head on a frozen encoder; the encoder runs once per distinct text (cached)."""
+    """Fit a linear head on a frozen encoder (each distinct text encoded once, cached)."""
     _need_torch()
     from edge_sent.labeled import DataConfig
     from edge_sent.train.head import HeadConfig
@@ -215,7 +215,10 @@ def export_cmd(
     ] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """Fuse encoder + head into ONE ONNX graph, add quantized variants, verify each, write a bundle."""
+    """Export a bundle: one fused ONNX graph, quantized variants, each verified.
+
+    Fuses encoder + pooling + head (+ softmax) into ONE ONNX graph, adds quantized variants, verifies each against
+    torch, and writes a self-describing bundle."""
     _need_torch()
     from edge_sent.export.run import ExportConfig, export_bundle
     from edge_sent.labeled import DataConfig

@@ -68,7 +68,10 @@ def eval_cmd(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Accuracy, per-label F1, confusion matrix, calibration (ECE) and texts/s of a bundle on labelled data."""
+    """Evaluate a bundle on labelled data: accuracy, F1, confusion, calibration.
+
+    Accuracy, per-label precision/recall/F1, the confusion matrix, calibration (ECE) and texts/s; `--report`
+    writes them as one HTML page."""
     from edge_sent.labeled import DataConfig, label_ids, load_labeled
     from edge_sent.runtime import Classifier
     from edge_sent.runtime.evaluation import LoadOptions, compare_variants, evaluate

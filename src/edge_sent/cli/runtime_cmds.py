@@ -26,7 +26,10 @@ ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default:
 MinAgreementOpt = Annotated[
     float,
     typer.Option(
-        min=0.0, max=1.0, help="Label agreement with fp32 (recorded by the export) that --variant auto requires."
+        min=0.0,
+        max=1.0,
+        help="Share of the host-check texts (0 to 1) on which a quantized variant must give fp32's label for "
+        "--variant auto to take it.",
     ),
 ]
 
@@ -181,7 +184,7 @@ def predict_cmd(
         typer.Option(
             "--strings",
             help="Run the variant's string-in graph (export --with-tokenizer): tokenized inside onnxruntime by "
-            "onnxruntime-extensions (pip install 'edge-sent[strings]').",
+            "onnxruntime-extensions (the strings extra of edge-sent).",
         ),
     ] = False,
     json_out: Annotated[
@@ -231,8 +234,10 @@ def info_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     min_agreement: MinAgreementOpt = MIN_AGREEMENT,
 ) -> None:
-    """The bundle's manifest, readable: encoder, labels, variants with sizes and verification figures, and
-    which variant `auto` takes on each provider, and why."""
+    """Show the bundle: encoder, labels, variants, what was verified, what `auto` takes.
+
+    The manifest, readable: variants with sizes and verification figures, and which variant `auto` takes on each
+    provider, and why."""
     from edge_sent.cli.tune_cmd import host_rows, host_table
     from edge_sent.runtime.host_probe import cached_result
     from edge_sent.runtime.session import SessionConfig, resolve_provider

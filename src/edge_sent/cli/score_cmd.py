@@ -43,8 +43,10 @@ def score_cmd(
     threads: ThreadsOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Classify large files into output shards, streaming with bounded memory; rerun the same command after an
-    interruption and it finishes the job (finished shards are skipped, none is written twice)."""
+    """Classify large files into shards, with bounded memory; resumable.
+
+    Streams the inputs into output shards. Rerun the same command after an interruption and it finishes the job
+    (finished shards are skipped, none is written twice)."""
     from edge_sent.errors import EdgeSentError
     from edge_sent.runtime import Classifier
     from edge_sent.runtime.score import ScoreConfig, score

@@ -44,10 +44,11 @@ def serve_cmd(
         list[str] | None, typer.Option(help="Allow browser calls from this origin (repeatable; * for any).")
     ] = None,
 ) -> None:
-    """Serve the bundle over HTTP with dynamic batching: TEI's POST /predict, the Hugging Face Inference API
-    (POST /), /health, /info, /metrics, /docs. SIGTERM or Ctrl-C: finish queued requests (at most
-    --graceful-timeout seconds), exit 0. `auto` serves a batch-independent variant; a named batch-dependent one runs
-    each request in batches of its own."""
+    """Serve the bundle over HTTP, with dynamic batching.
+
+    Routes: TEI's POST /predict, the Hugging Face Inference API (POST /), /health, /info, /metrics, /docs. SIGTERM
+    or Ctrl-C: finish queued requests (at most --graceful-timeout seconds), exit 0. `auto` serves a
+    batch-independent variant; a named batch-dependent one runs each request in batches of its own."""
     try:
         from edge_sent.runtime.serve.config import BatchSettings, ServeConfig
         from edge_sent.runtime.serve.server import load, serve

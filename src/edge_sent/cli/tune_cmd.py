@@ -66,9 +66,11 @@ def tune_cmd(
     min_agreement: MinAgreementOpt = MIN_AGREEMENT,
     json_out: Annotated[bool, typer.Option("--json", help="Print the measurements and the choice as JSON.")] = False,
 ) -> None:
-    """Measure every `auto` candidate of the bundle on this host (speed against the float path, agreement with
-    fp32's recorded answers on the bundle's host-check texts), cache it, and say what `auto` takes and why.
-    `predict`, `serve` and the rest do the same lazily on first use; this does all of it now, afresh."""
+    """Measure `auto`'s candidates on this host now, and say which it takes and why.
+
+    Speed against the float path, agreement with fp32's recorded answers on the bundle's host-check texts; the
+    result is cached. `predict`, `serve` and the rest do the same lazily on first use; this does all of it now,
+    afresh."""
     from edge_sent.contract import read_manifest
     from edge_sent.runtime.host_probe import HostProbe, ProbeSettings
     from edge_sent.runtime.session import SessionConfig, resolve_provider
