@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_sent.candidates import parse_candidate
 from edge_sent.contract import TOKENIZER, Manifest, check_file, check_graph, read_manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, PROBABILITIES, Engine
 from edge_sent.runtime.host_probe import HostProbe, probing_enabled
+from edge_sent.runtime.openvino_engine import create_engine
 from edge_sent.runtime.session import SessionConfig, resolve_provider
 from edge_sent.runtime.strings import StringEngine
 from edge_sent.tokenization import Tokenizer
@@ -153,10 +155,16 @@ class Classifier:
         why = "named"
         probed: Engine | None = None
         if variant == "auto" and probing_enabled(probe):
-            host = HostProbe(manifest, short, config, min_agreement, among)
+            host = HostProbe(
+                manifest, short, config, min_agreement, among, engines=not strings, batch_independent=batch_independent
+            )
             decided = host.decide()
             chosen, why = decided.choice.variant, decided.choice.reason
             probed = None if strings else host.engine(chosen)
+            candidate = parse_candidate(chosen)  # another engine's candidate: its variant, on that engine
+            if candidate.engine is not None:
+                chosen = candidate.variant
+                config = replace(config, provider=candidate.engine, precision=candidate.precision)
         else:
             chosen = choose_variant(manifest, variant, short, among, min_agreement)
             if variant == "auto":
@@ -166,7 +174,7 @@ class Classifier:
             file = manifest.string_file(chosen) if strings else manifest.variant_file(chosen)
             model_path = check_graph(manifest, file)
             tokenizer = Tokenizer(check_file(manifest, TOKENIZER), manifest.max_length)
-            probed = (StringEngine if strings else Engine)(model_path, tokenizer, config)
+            probed = (StringEngine if strings else create_engine)(model_path, tokenizer, config)
         engine = probed
         engine.require_outputs(PROBABILITIES)
         classifier = cls(manifest, chosen, engine, why)

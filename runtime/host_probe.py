@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_sent.contract import TOKENIZER, Manifest, check_file, check_graph
+from edge_sent.contract import TOKENIZER, Manifest, check_file
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import (
     MIN_AGREEMENT,
@@ -37,6 +37,7 @@ from edge_sent.host_check import read_host_check
 from edge_sent.metrics import agreement
 from edge_sent.runtime import host_cache
 from edge_sent.runtime.engine import Engine
+from edge_sent.runtime.engine_candidates import batch_dependence, engine_candidates, engine_versions, load_candidate
 from edge_sent.runtime.session import SessionConfig, physical_cores, resolve_precision
 from edge_sent.tokenization import Batch, Tokenizer
 from edge_sent.variants import float_path
@@ -154,7 +155,11 @@ class HostProbe:
         min_agreement: float = MIN_AGREEMENT,
         among: set[str] | None = None,
         settings: ProbeSettings | None = None,
+        engines: bool = True,
+        batch_independent: bool = False,
     ) -> None:
+        """`engines`: other engines' candidates too (`engine_candidates`; the string-in graph runs on onnxruntime
+        only); `batch_independent`: one of them is taken only if its answers do not depend on the batch (serve)."""
         self.manifest = manifest
         self.provider = provider
         threads = config.threads or physical_cores()
@@ -164,6 +169,10 @@ class HostProbe:
         self.settings = settings or ProbeSettings()
         precision = resolve_precision(provider, config.precision)
         self.key = host_cache.profile_key(manifest, provider, precision, threads)
+        self.extra = engine_candidates(manifest, provider, among) if engines else ()
+        if self.extra:  # the other engines and their versions: a new one measures again
+            self.key = {**self.key, "engines": engine_versions(self.extra)}
+        self.batch_independent = batch_independent
         self._engines: dict[str, Engine] = {}
         self._check: tuple[list[str], np.ndarray, int] | None = None
 
@@ -178,8 +187,7 @@ class HostProbe:
 
     def _load(self, variant: str) -> Engine:
         if variant not in self._engines:
-            path = check_graph(self.manifest, self.manifest.variant_file(variant))
-            self._engines[variant] = Engine(path, self.tokenizer, self.config)
+            self._engines[variant] = load_candidate(variant, self.manifest, self.tokenizer, self.config)
         return self._engines[variant]
 
     def _host_check(self) -> tuple[list[str], np.ndarray, int] | None:
@@ -206,6 +214,8 @@ class HostProbe:
 
     def measure_fidelity(self, measure: HostMeasure, floor: float = 0.0) -> HostMeasure:
         check = self._host_check()
+        if check is None and measure.variant in self.extra:  # another engine: nothing recorded for it
+            return replace(measure, agreement=0.0, agreement_source="none")
         if check is None:  # an older bundle: the export's figure is all there is
             was = recorded(self.manifest.variants[measure.variant], self.provider)
             if was is None:
@@ -213,7 +223,7 @@ class HostProbe:
             return replace(measure, agreement=was.agreement, agreement_source="recorded")
         texts, reference, batch_size = check
         result = measure_agreement(self._load(measure.variant), texts, reference, batch_size, floor)
-        return replace(
+        measured = replace(
             measure,
             agreement=result["label_agreement"],
             max_abs_dprob=result["max_abs_dprob"],
@@ -222,11 +232,15 @@ class HostProbe:
             complete=result["complete"],
             counts=result.get("counts"),
         )
+        if measure.variant in self.extra:  # serve's rule: its answers alone against in a padded batch
+            dprob, flips = batch_dependence(self._load(measure.variant), texts, batch_size)
+            measured = replace(measured, batch_max_dprob=dprob, batch_label_flips=flips)
+        return measured
 
     def decide(self, refresh: bool = False, every: bool = False) -> HostResult:
         """Decide from the cache, measuring what is missing (all of it with `refresh`; every candidate's fidelity,
         not just the ones the rule needs, with `every`)."""
-        candidates = host_candidates(self.manifest, self.provider, self.among)
+        candidates = [*host_candidates(self.manifest, self.provider, self.among), *self.extra]
         if not candidates:
             recorded_choice = auto_choice(self.manifest, self.provider, self.min_agreement, self.among)
             return HostResult(recorded_choice, {}, 0.0, None, False)
@@ -247,7 +261,15 @@ class HostProbe:
             for name in pending:
                 measured[name] = self.measure_fidelity(measured[name], floor)
                 probed = True
-            choice: HostChoice = host_choice(self.manifest, self.provider, measured, self.min_agreement, self.among)
+            choice: HostChoice = host_choice(
+                self.manifest,
+                self.provider,
+                measured,
+                self.min_agreement,
+                self.among,
+                self.extra,
+                self.batch_independent,
+            )
             if choice.needs is None:
                 break
             pending = [choice.needs]
@@ -264,11 +286,11 @@ def cached_result(
         probe = HostProbe(manifest, provider, config, min_agreement)
     except EdgeSentError:
         return None
-    candidates = host_candidates(manifest, provider, None)
+    candidates = [*host_candidates(manifest, provider, None), *probe.extra]
     measured = host_cache.load_profile(probe.key)
     if not candidates or any(n not in measured for n in candidates):
         return None
-    choice = host_choice(manifest, provider, measured, min_agreement)
+    choice = host_choice(manifest, provider, measured, min_agreement, engines=probe.extra)
     if choice.needs is not None:
         return None
     return HostResult(choice, measured, 0.0, host_cache.profile_path(probe.key), False)
