@@ -4,9 +4,11 @@ file gets into it (whole or not at all).
 `job.json` records everything that decides the shards' contents: the inputs (path, size, mtime) and reader
 settings, and the model that computes the answers: a digest of its files (`Manifest.model_sha256`: a re-export
 into the same bundle folder changes it), the variant actually resolved (never `auto`), the provider, the precision
-it computes in (`fp32` on OpenVINO is bf16 where the CPU has it), and the batch size when the variant's answers
-depend on their batch. A rerun that differs in any of them is refused with one line naming what changed, instead
-of writing a second model's answers next to the first's.
+it computes in (`fp32` on OpenVINO is bf16 where the CPU has it), the batch size when the variant's answers
+depend on their batch, and the onnxruntime version and the CPU class (`cpu_identity`) when they depend on those
+(integer-kernel variants and bf16: their labels differ across CPU classes; a resume after an upgrade, on another
+machine or by Ray workers on another CPU would mix two sets of answers). A rerun that differs in any of them is
+refused with one line naming what changed, instead of writing a second model's answers next to the first's.
 
 The lock is an exclusive `flock` on `OUT/.lock`, taken before `job.json` is read or written and held for the
 whole run: a second run on the same folder stops at once, before it touches anything (POSIX systems).
@@ -24,9 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
+
 from edge_sent.errors import EdgeSentError
 from edge_sent.runtime.classifier import Classifier
+from edge_sent.runtime.cpu_identity import cpu_fingerprint, describe_change
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
+from edge_sent.variants import VARIANTS
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
@@ -45,16 +51,30 @@ class ScoreConfig:
     skip_bad_rows: bool = False
 
 
+def host_dependent(classifier: Classifier) -> bool:
+    """Whether the answers depend on the onnxruntime version and the CPU class: batch-dependent or integer-kernel
+    variants (the variant table's `cpu_dependent`), bf16 (its kernels differ by CPU), a variant nobody knows."""
+    variant = classifier.variant
+    spec = VARIANTS.get(variant)
+    independent = classifier.manifest.batch_independent(variant) and spec is not None and not spec.cpu_dependent
+    return not independent or classifier.precision == "bf16"
+
+
 def model_record(classifier: Classifier, batch_size: int) -> dict[str, Any]:
-    """What computes the answers; the batch size only where the variant's answers depend on their batch."""
+    """What computes the answers; the batch size only where the variant's answers depend on their batch, the
+    onnxruntime version and the CPU class (`cpu_identity`: machine and ISA features) only where they depend on
+    those."""
     manifest, variant = classifier.manifest, classifier.variant
-    dependent = not manifest.batch_independent(variant)
+    on_host = host_dependent(classifier)
+    cpu = cpu_fingerprint()
     return {
         "sha256": manifest.model_sha256(variant),
         "variant": variant,
         "provider": classifier.providers[0],
         "precision": classifier.precision,
-        "batch_size": batch_size if dependent else None,
+        "batch_size": None if manifest.batch_independent(variant) else batch_size,
+        "onnxruntime": ort.__version__ if on_host else None,
+        "cpu": {"machine": cpu["machine"], "isa": cpu["isa"]} if on_host else None,
     }
 
 
@@ -81,7 +101,11 @@ MODEL_FIELDS = {
     "provider": "the provider",
     "precision": "the precision",
     "batch_size": "--batch-size (the variant's answers depend on their batch)",
+    "onnxruntime": "the onnxruntime version ({variant}'s answers depend on its kernels)",
+    "cpu": "the CPU class ({variant}'s answers depend on it)",
 }
+# what follows from the variant: compared only when the variant is the same
+PER_VARIANT = ("sha256", "batch_size", "onnxruntime", "cpu")
 JOB_FIELDS = {
     "inputs": "the inputs (other files, or a file changed since)",
     "bundle": "the bundle folder",
@@ -98,12 +122,21 @@ def _shown(value: Any) -> str:
 
 
 def model_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between two model records (job.json's, and what this process loaded), in words."""
+    """What differs between two model records (job.json's, and what this process loaded), in words. Another variant
+    is named alone (its digest, batch and host dependence follow from it), with the flag that resumes the job."""
     found: list[str] = []
+    other_variant = old.get("variant") != new.get("variant")
     for key, what in MODEL_FIELDS.items():
-        if old.get(key) != new.get(key):
-            detail = "" if key == "sha256" else f": {_shown(old.get(key))} → {_shown(new.get(key))}"
-            found.append(what + detail)
+        if old.get(key) == new.get(key) or (other_variant and key in PER_VARIANT):
+            continue
+        detail = f": {_shown(old.get(key))} → {_shown(new.get(key))}"
+        if key == "sha256":
+            detail = ""
+        elif key == "cpu":
+            detail = f": {describe_change(old.get(key), new.get(key))}"
+        elif key == "variant" and isinstance(old.get(key), str):
+            detail += f" (`auto` may choose another on a new probe: --variant {old[key]} resumes with the job's)"
+        found.append(what.format(variant=new.get("variant")) + detail)
     return found
 
 

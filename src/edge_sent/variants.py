@@ -24,6 +24,9 @@ class VariantSpec:
     auto_on: tuple[str, ...] = ()  # providers on which `auto` may take it, fastest first (fidelity permitting)
     float_on: tuple[str, ...] = ()  # providers on which it is the faithful float path (else fp32)
     batch_independent: bool = True  # a text's answer does not depend on the other texts of its batch
+    # its answers move with the CPU class and the runtime's kernels (integer kernels: the device table's labels
+    # differ across AVX2, AVX-512 VNNI, NEON and SVE+i8mm); fp32's move by ~1e-5 only
+    cpu_dependent: bool = False
     refused_reason: str = ""  # why it does not run on the other providers
     device: str = ""  # what `runs_on` means, for messages ("CUDA")
 
@@ -47,12 +50,14 @@ VARIANT_TABLE: tuple[VariantSpec, ...] = (
         "dynamic int8 (CPU)",
         auto_on=("cpu",),
         batch_independent=False,  # one activation scale per tensor spans the whole padded batch
+        cpu_dependent=True,
     ),
     VariantSpec(
         "int8-block",
         "model_int8_block.onnx",
         "8-bit MatMulNBits, blocks of 32, int8 activations per block (CPU; batch-independent)",
         auto_on=("cpu",),
+        cpu_dependent=True,
     ),
     VariantSpec(
         "int8-static",
@@ -60,6 +65,7 @@ VARIANT_TABLE: tuple[VariantSpec, ...] = (
         "static int8 (QDQ) from calibration texts",
         needs_calibration=True,
         openvino_precision="auto",
+        cpu_dependent=True,
     ),
     VariantSpec(
         "fp16",
@@ -70,7 +76,7 @@ VARIANT_TABLE: tuple[VariantSpec, ...] = (
         refused_reason="fp16 on CPU is slower than fp32",
         device="CUDA",
     ),
-    VariantSpec("int4", "model_q4.onnx", "4-bit weight-only MatMulNBits"),
+    VariantSpec("int4", "model_q4.onnx", "4-bit weight-only MatMulNBits", cpu_dependent=True),
 )
 VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in VARIANT_TABLE}
 REFERENCE = "fp32"  # the variant every other one is verified against
