@@ -138,13 +138,19 @@ def cpuinfo_flags(cpuinfo: str | None = None) -> list[str]:
 
 
 @functools.cache
-def cpu_fingerprint() -> dict[str, Any]:
-    """This CPU's identity: machine, system, ISA features and where they were read (cpuid, auxv or cpuinfo)."""
+def _fingerprint() -> tuple[str, str, tuple[str, ...], str]:
     machine = platform.machine().lower()
     isa, source = (arm_features(), "auxv") if machine in ("aarch64", "arm64") else (x86_features(), "cpuid")
     if isa is None:
         isa, source = cpuinfo_flags(), "cpuinfo"
-    return {"machine": machine, "system": platform.system(), "isa": isa, "source": source}
+    return machine, platform.system(), tuple(isa), source
+
+
+def cpu_fingerprint() -> dict[str, Any]:
+    """This CPU's identity: machine, system, ISA features and where they were read (cpuid, auxv or cpuinfo); read
+    once per process."""
+    machine, system, isa, source = _fingerprint()
+    return {"machine": machine, "system": system, "isa": list(isa), "source": source}
 
 
 def cpu_flags() -> list[str]:
