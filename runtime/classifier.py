@@ -160,7 +160,7 @@ class Classifier:
             )
             decided = host.decide()
             chosen, why = decided.choice.variant, decided.choice.reason
-            probed = None if strings else host.engine(chosen)
+            probed = host.take(None if strings else chosen)  # the probe's other sessions released
             candidate = parse_candidate(chosen)  # another engine's candidate: its variant, on that engine
             if candidate.engine is not None:
                 chosen = candidate.variant

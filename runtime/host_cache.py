@@ -95,9 +95,12 @@ def _counts(value: Any) -> tuple[int, int] | None:
 
 
 def save_profile(key: dict[str, Any], measured: dict[str, HostMeasure], probe_s: float) -> Path:
-    """Write the profile atomically; an unwritable cache only costs a probe next time (returns the path)."""
+    """Merge `measured` into the cached profile and write it atomically: what another caller measured for other
+    variants (a server probes only its batch-independent ones) stays. An unwritable cache only costs a probe next
+    time (returns the path)."""
     path = profile_path(key)
-    data = {"key": key, "probe_s": round(probe_s, 3), "variants": {n: asdict(m) for n, m in measured.items()}}
+    merged = load_profile(key) | measured
+    data = {"key": key, "probe_s": round(probe_s, 3), "variants": {n: asdict(m) for n, m in merged.items()}}
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

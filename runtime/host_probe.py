@@ -185,8 +185,22 @@ class HostProbe:
         """The session the probe already made for this variant (so that loading it again costs nothing)."""
         return self._engines.get(variant)
 
+    def take(self, variant: str | None) -> Engine | None:
+        """The probe's session for `variant` if it still holds one, every other session released first: the
+        caller's next session never sits beside the probe's (None: release them all)."""
+        engine = self._engines.pop(variant, None) if variant is not None else None
+        self._engines.clear()
+        return engine
+
+    @cached_property
+    def reference(self) -> str:
+        """The float path the candidates are timed against (fp16 on CUDA where the bundle has it, else fp32)."""
+        return next(n for n in float_path(self.provider) if n in self.manifest.variants)
+
     def _load(self, variant: str) -> Engine:
-        if variant not in self._engines:
+        if variant not in self._engines:  # one candidate's session at a time, beside the float path's
+            for held in [n for n in self._engines if n != self.reference]:
+                del self._engines[held]
             self._engines[variant] = load_candidate(variant, self.manifest, self.tokenizer, self.config)
         return self._engines[variant]
 
@@ -202,15 +216,21 @@ class HostProbe:
         (self.settings.notify or _stderr_note)(message)
 
     def measure_speed(self, candidates: list[str]) -> dict[str, HostMeasure]:
-        reference = next(n for n in float_path(self.provider) if n in self.manifest.variants)
+        """Each candidate side by side with the float path, one candidate's session at a time (never all of them
+        at once: a device that holds one variant beside fp32 survives its first load), the probe's time budget
+        shared between them. The table's fastest is timed last: the rule asks for its fidelity first, and its
+        session is still there."""
+        reference = self.reference
         check = self._host_check()
         typical = self.manifest.host_check.typical_length if self.manifest.host_check else 64
         batches = probe_batches(self.tokenizer, check[0] if check else [], min(typical, self.manifest.max_length))
-        engines = {name: self._load(name) for name in (reference, *candidates)}
-        ms = time_variants(engines, batches, self.settings)
-        return {
-            name: HostMeasure(name, ms[name], {s: ms[reference][s] / ms[name][s] for s in ms[name]}) for name in engines
-        }
+        settings = replace(self.settings, budget_s=self.settings.budget_s / max(1, len(candidates)))
+        measured: dict[str, HostMeasure] = {}
+        for name in reversed(candidates):
+            ms = time_variants({reference: self._load(reference), name: self._load(name)}, batches, settings)
+            measured[name] = HostMeasure(name, ms[name], {s: ms[reference][s] / ms[name][s] for s in ms[name]})
+            measured.setdefault(reference, HostMeasure(reference, ms[reference], dict.fromkeys(ms[reference], 1.0)))
+        return {name: measured[name] for name in (reference, *candidates) if name in measured}
 
     def measure_fidelity(self, measure: HostMeasure, floor: float = 0.0) -> HostMeasure:
         check = self._host_check()
@@ -247,13 +267,14 @@ class HostProbe:
         measured = {} if refresh else host_cache.load_profile(self.key)
         probed = False
         started = self.settings.clock()
-        if any(n not in measured or not measured[n].speedups for n in candidates):
+        missing = [n for n in candidates if n not in measured or not measured[n].speedups]
+        if missing:  # only what the cache lacks (a server's batch-independent subset leaves the others there)
             self._note(
                 f"first use of {self.manifest.root} on this host ({self.provider}): measuring the speed and "
-                f"fidelity of {', '.join(candidates)} against the float path (once; cached in "
+                f"fidelity of {', '.join(missing)} against the float path (once; cached in "
                 f"{host_cache.profile_path(self.key).parent})"
             )
-            measured = self.measure_speed(candidates)
+            measured = measured | self.measure_speed(missing)
             probed = True
         pending = [n for n in candidates if every and (measured[n].agreement is None or not measured[n].complete)]
         floor = 0.0 if every else self.min_agreement  # `tune` measures every text; `auto` stops once out of reach
@@ -279,18 +300,24 @@ class HostProbe:
 
 
 def cached_result(
-    manifest: Manifest, provider: str, config: SessionConfig, min_agreement: float = MIN_AGREEMENT
+    manifest: Manifest,
+    provider: str,
+    config: SessionConfig,
+    min_agreement: float = MIN_AGREEMENT,
+    serving: bool = False,
 ) -> HostResult | None:
-    """What the cache says for this host without measuring anything (`edge-sent info`); None when not probed."""
+    """What the cache says for this host without measuring anything (`edge-sent info`); None when not probed.
+    `serving`: what `serve` decides, among the batch-independent variants only."""
+    among = {n for n in manifest.variants if manifest.batch_independent(n)} if serving else None
     try:
-        probe = HostProbe(manifest, provider, config, min_agreement)
+        probe = HostProbe(manifest, provider, config, min_agreement, among, batch_independent=serving)
     except EdgeSentError:
         return None
-    candidates = [*host_candidates(manifest, provider, None), *probe.extra]
+    candidates = [*host_candidates(manifest, provider, among), *probe.extra]
     measured = host_cache.load_profile(probe.key)
     if not candidates or any(n not in measured for n in candidates):
         return None
-    choice = host_choice(manifest, provider, measured, min_agreement, engines=probe.extra)
+    choice = host_choice(manifest, provider, measured, min_agreement, among, probe.extra, serving)
     if choice.needs is not None:
         return None
     return HostResult(choice, measured, 0.0, host_cache.profile_path(probe.key), False)

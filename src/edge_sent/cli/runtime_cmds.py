@@ -233,6 +233,9 @@ def info_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     min_agreement: MinAgreementOpt = MIN_AGREEMENT,
+    threads: Annotated[
+        int | None, typer.Option(help="The host measurements made at this many threads (what --threads gave).")
+    ] = None,
 ) -> None:
     """Show the bundle: encoder, labels, variants, what was verified, what `auto` takes.
 
@@ -245,7 +248,9 @@ def info_cmd(
     manifest = read_manifest(bundle)
     choices = {p: auto_choice(manifest, p, min_agreement) for p in PROVIDERS}
     here = resolve_provider("auto")
-    host = cached_result(manifest, here, SessionConfig(provider=here), min_agreement)
+    config = SessionConfig(provider=here, threads=threads)
+    host = cached_result(manifest, here, config, min_agreement)
+    served = cached_result(manifest, here, config, min_agreement, serving=True)  # serve's batch-independent choice
     moved = moving_variants(manifest.platforms)
     if json_out:
         host_json: dict[str, Any] | None = None
@@ -253,7 +258,9 @@ def info_cmd(
             host_json = {"provider": here, "variant": host.choice.variant, "reason": host.choice.reason}
             host_json["measured"] = host_rows(host.measured)
         auto = {p: {"variant": c.variant, "reason": c.reason} for p, c in choices.items()}
-        print_json(manifest.data | {"auto": auto, "host": host_json, "moves_across_platforms": moved})
+        serve_json = None if served is None else {"variant": served.choice.variant, "reason": served.choice.reason}
+        host_state = {"host": host_json, "host_serve": serve_json}
+        print_json(manifest.data | {"auto": auto, **host_state, "moves_across_platforms": moved})
         return
     console.print(manifest_table(manifest.data, bundle))
     for provider, choice in choices.items():
@@ -261,11 +268,18 @@ def info_cmd(
     if host is not None:
         console.print(host_table(host.measured, f"measured on this host ({here}; cached {host.cache_file})"))
         console.print(f"auto on {here} on this host: [bold]{host.choice.variant}[/bold] — {host.choice.reason}")
+    elif served is not None:
+        console.print(
+            host_table(served.measured, f"measured on this host by serve ({here}; cached {served.cache_file})")
+        )
     elif host_candidates(manifest, here):
         console.print(
             f"auto on {here} on this host: not measured yet (`edge-sent tune {bundle}` measures it now; predict, "
             "eval, score and serve measure it on first use)"
         )
+    if served is not None:
+        choice = served.choice
+        console.print(f"auto for serve on {here} on this host: [bold]{choice.variant}[/bold] — {choice.reason}")
     for variant, where in moved.items():
         console.print(f"[yellow]note:[/yellow] variant {variant}'s answers move across platforms: {where}")
     for line in strings_summary(manifest.data):
