@@ -101,8 +101,20 @@ class ClassifyService:
     async def _encode(self, texts: Sequence[str]) -> list[Encoded]:
         if sum(map(len, texts)) <= TOKENIZE_INLINE_CHARS:
             return self._tokenize(texts)
-        async with self._tokenizing:
-            return await asyncio.to_thread(self._tokenize, texts)
+        await self._tokenizing.acquire()
+        try:
+            job = asyncio.ensure_future(asyncio.to_thread(self._tokenize, texts))
+        except BaseException:
+            self._tokenizing.release()
+            raise
+        # a thread cannot be stopped: a cancelled request's place is given back when its thread is done
+        job.add_done_callback(self._tokenized)
+        return await asyncio.shield(job)
+
+    def _tokenized(self, job: asyncio.Future[list[Encoded]]) -> None:
+        self._tokenizing.release()
+        if not job.cancelled():
+            job.exception()  # retrieved: a cancelled request's failure is not logged as never retrieved
 
 
 async def _wait(futures: list[asyncio.Future[Scores]], receive: Receive) -> list[Scores]:
