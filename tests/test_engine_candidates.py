@@ -1,0 +1,152 @@
+"""`auto` across engines: which OpenVINO candidates a host has, the rule with a fake clock (never slower than CPU
+fp32; bf16 only where the CPU has it), serve's batch-independence rule, and the profile key's engine versions.
+No OpenVINO needed: the OpenVINO candidates run the fp32 graph on onnxruntime at a cost the fake clock sets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge_sent.candidates import Candidate, parse_candidate
+from edge_sent.contract import check_graph, read_manifest
+from edge_sent.fidelity import HostMeasure, host_choice
+from edge_sent.runtime import engine_candidates as candidates_module
+from edge_sent.runtime import host_probe
+from edge_sent.runtime.engine import Engine
+from edge_sent.runtime.host_probe import HostProbe, ProbeSettings
+from edge_sent.runtime.session import SessionConfig
+
+F32, BF16 = "fp32@openvino-fp32", "fp32@openvino-bf16"
+
+
+class FakeHost:
+    """Per-text seconds for each candidate on a fake clock; fake fidelity and batch dependence per candidate."""
+
+    def __init__(self, monkeypatch, costs: dict[str, float], agreements: dict[str, float], batch=None) -> None:
+        self.now = 0.0
+        self.batch_checked: list[str] = []
+        real_run = Engine.run
+
+        def run(engine, feeds, outputs=("probabilities",)):
+            self.now += costs[engine.candidate] * len(feeds["input_ids"])
+            return real_run(engine, feeds, outputs)
+
+        def load(name, manifest, tokenizer, config):
+            path = check_graph(manifest, manifest.variant_file(parse_candidate(name).variant))
+            engine = Engine(path, tokenizer, config)
+            engine.candidate = name
+            return engine
+
+        def fidelity(engine, texts, reference, batch_size, floor=0.0):
+            n = len(texts)
+            agreeing = round(agreements[engine.candidate] * n)
+            return {
+                "label_agreement": agreeing / n,
+                "max_abs_dprob": 0.01,
+                "n_texts": n,
+                "complete": True,
+                "counts": (agreeing, n),
+            }
+
+        def dependence(engine, texts, batch_size):
+            self.batch_checked.append(engine.candidate)
+            return (batch or {}).get(engine.candidate, (0.0, 0))
+
+        monkeypatch.setattr(Engine, "run", run)
+        monkeypatch.setattr(host_probe, "load_candidate", load)
+        monkeypatch.setattr(host_probe, "measure_agreement", fidelity)
+        monkeypatch.setattr(host_probe, "batch_dependence", dependence)
+
+    def settings(self) -> ProbeSettings:
+        return ProbeSettings(clock=lambda: self.now, notify=lambda message: None)
+
+
+@pytest.fixture()
+def bundle(tiny_bundle: Path, tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("EDGE_SENT_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    return copy
+
+
+def openvino_host(monkeypatch, bf16: bool, version: str = "2026.4.1") -> None:
+    """This environment has the OpenVINO runtime; the CPU has bf16 or not."""
+    monkeypatch.setattr(candidates_module, "runtime_available", lambda machine=None: True)
+    monkeypatch.setattr(candidates_module, "runtime_version", lambda: version)
+    monkeypatch.setattr(candidates_module, "cpu_has_bf16", lambda: bf16)
+
+
+def decide(bundle: Path, host: FakeHost, batch_independent: bool = False, refresh: bool = True):
+    manifest = read_manifest(bundle)
+    config = SessionConfig(provider="cpu", threads=2)
+    probe = HostProbe(manifest, "cpu", config, settings=host.settings(), batch_independent=batch_independent)
+    return probe, probe.decide(refresh=refresh)
+
+
+def test_the_candidates_follow_the_runtime_and_the_cpu(bundle: Path, monkeypatch) -> None:
+    manifest = read_manifest(bundle)
+    openvino_host(monkeypatch, bf16=False)
+    assert candidates_module.engine_candidates(manifest, "cpu", None) == (F32,)  # no bf16 candidate without bf16
+    openvino_host(monkeypatch, bf16=True)
+    assert candidates_module.engine_candidates(manifest, "cpu", None) == (BF16, F32)
+    assert candidates_module.engine_candidates(manifest, "cuda", None) == ()  # a GPU provider: its own path
+    assert candidates_module.engine_candidates(manifest, "cpu", {"int8"}) == ()  # fp32 not among the allowed
+    monkeypatch.setattr(candidates_module, "runtime_available", lambda machine=None: False)
+    assert candidates_module.engine_candidates(manifest, "cpu", None) == ()  # not installed: nothing changes
+    assert parse_candidate(BF16) == Candidate("fp32", "openvino", "bf16") and parse_candidate("int8").engine is None
+
+
+@pytest.mark.parametrize(("f32_cost", "expected"), [(0.080, "fp32"), (0.0755, "fp32"), (0.050, F32)])
+def test_without_bf16_openvino_f32_is_taken_only_where_it_measures_faster(bundle, monkeypatch, f32_cost, expected):
+    """An AVX2 host (no bf16): the only OpenVINO candidate is f32, taken only if ≥ 1.05× CPU fp32; never slower."""
+    openvino_host(monkeypatch, bf16=False)
+    costs = {"fp32": 0.0755, "int8": 0.0395, "int8-block": 0.1003, F32: f32_cost}
+    host = FakeHost(monkeypatch, costs, {"int8": 0.93, "int8-block": 0.99, F32: 1.0})
+    _, result = decide(bundle, host)
+    assert set(result.measured) == {"fp32", "int8", "int8-block", F32}
+    assert result.choice.variant == expected, result.choice.reason
+
+
+def test_on_a_bf16_cpu_bf16_wins_when_faster_and_faithful_else_f32_or_fp32(bundle, monkeypatch) -> None:
+    openvino_host(monkeypatch, bf16=True)
+    costs = {"fp32": 0.0755, "int8": 0.0395, "int8-block": 0.1003, F32: 0.07, BF16: 0.03}
+    host = FakeHost(monkeypatch, costs, {"int8": 0.93, "int8-block": 0.99, F32: 1.0, BF16: 0.995})
+    assert decide(bundle, host)[1].choice.variant == BF16
+    host = FakeHost(monkeypatch, costs, {"int8": 0.93, "int8-block": 0.99, F32: 1.0, BF16: 0.95})
+    result = decide(bundle, host)[1]
+    assert result.choice.variant == F32  # bf16 below the floor: the next fastest faithful one
+
+
+def test_serve_takes_an_engine_candidate_only_if_its_answers_do_not_depend_on_the_batch(bundle, monkeypatch):
+    openvino_host(monkeypatch, bf16=True)
+    costs = {"fp32": 0.0755, "int8": 0.0395, "int8-block": 0.1003, F32: 0.07, BF16: 0.03}
+    fidelity = {"int8": 0.93, "int8-block": 0.99, F32: 1.0, BF16: 0.995}
+    moved = {BF16: (3.9e-3, 0), F32: (2e-5, 0)}
+    assert decide(bundle, FakeHost(monkeypatch, costs, fidelity, moved))[1].choice.variant == BF16  # predict
+    _, served = decide(bundle, FakeHost(monkeypatch, costs, fidelity, moved), batch_independent=True)
+    assert served.choice.variant == F32  # bf16 moved by 3.9e-3 between alone and batched
+    flips = {BF16: (5e-4, 1), F32: (2e-5, 0)}  # small moves, but one label changes
+    assert decide(bundle, FakeHost(monkeypatch, costs, fidelity, flips), True)[1].choice.variant == F32
+    steady = {BF16: (5e-4, 0), F32: (2e-5, 0)}
+    assert decide(bundle, FakeHost(monkeypatch, costs, fidelity, steady), True)[1].choice.variant == BF16
+
+
+def test_a_batch_dependence_not_measured_is_measured_before_serve_takes_it(tiny_bundle: Path) -> None:
+    manifest = read_manifest(tiny_bundle)
+    measure = HostMeasure(BF16, {"1 text": 1.0}, {"1 text": 2.0}, agreement=1.0, n_texts=100, counts=(100, 100))
+    choice = host_choice(manifest, "cpu", {BF16: measure}, among=set(), engines=(BF16,), batch_independent=True)
+    assert choice.needs == BF16
+    assert host_choice(manifest, "cpu", {BF16: measure}, among=set(), engines=(BF16,)).variant == BF16
+
+
+def test_the_profile_key_holds_the_engine_version(bundle, monkeypatch) -> None:
+    openvino_host(monkeypatch, bf16=False)
+    costs = {"fp32": 0.0755, "int8": 0.0395, "int8-block": 0.1003, F32: 0.05}
+    fidelity = {"int8": 0.93, "int8-block": 0.99, F32: 1.0}
+    probe, first = decide(bundle, FakeHost(monkeypatch, costs, fidelity), refresh=False)
+    assert first.probed and probe.key["engines"] == {"openvino": "2026.4.1"}
+    assert not decide(bundle, FakeHost(monkeypatch, costs, fidelity), refresh=False)[1].probed  # cached
+    openvino_host(monkeypatch, bf16=False, version="2027.0.0")
+    assert decide(bundle, FakeHost(monkeypatch, costs, fidelity), refresh=False)[1].probed  # a new OpenVINO: again
