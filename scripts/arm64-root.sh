@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(realpath -m "${1:-.emu/arm64}")
 wheel=${2:+$(realpath "$2")}
-deps="${ARM64_PIP_DEPS:-onnxruntime==${ORT_VERSION:-1.32.0} tokenizers numpy onnxruntime-extensions typer rich} ${ARM64_EXTRA_DEPS:-}"
+deps="${ARM64_PIP_DEPS:-onnxruntime==${ORT_VERSION:-1.32.0} tokenizers numpy onnxruntime-extensions typer rich platformdirs} ${ARM64_EXTRA_DEPS:-}"
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 host_py=${HOST_PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 site=$root/opt/venv/lib/python3.11/site-packages
