@@ -9,6 +9,7 @@ interleaved (each text goes through every variant before the next text), so the 
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -89,6 +90,7 @@ def evaluate(clf: Classifier, texts: list[str], y_true: np.ndarray, batch_size: 
         "texts_per_s": len(texts) / scored.seconds if scored.seconds else 0.0,
         "seconds": scored.seconds,
         "truncated": scored.truncated,
+        "max_length": clf.max_length,
         "random_weights": clf.manifest.random_weights,
         "calibration": calibration_record(clf, scored, y_true),
     }
@@ -178,5 +180,5 @@ def compare_variants(
         "skipped": skipped,
         "batch_size": batch_size,
         "latency_texts": min(len(texts), LATENCY_TEXTS),
-        "machine": {"onnxruntime": ort.__version__, "cpu_flags": cpu_flags()},
+        "machine": {"onnxruntime": ort.__version__, "machine": platform.machine().lower(), "cpu_flags": cpu_flags()},
     }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +81,7 @@ def test_tiny_bundle_auto_falls_back_to_fp32_and_info_says_why(tiny_bundle: Path
     auto = json.loads(proc.stdout)["auto"]
     assert auto["cpu"]["variant"] == "fp32" and f"int8: {agreement:.1%} agreement" in auto["cpu"]["reason"]
     text = run_cli("info", str(tiny_bundle), "--min-agreement", "0").stdout
-    assert "auto on cpu (recorded ranking): int8" in text
+    assert re.search(r"recorded ranking(?:'s| on cpu:) int8\b", " ".join(text.split())), text
     data = str(Path("data/chnsenticorp/dev.tsv"))
     lowered = run_cli(
         "eval", str(tiny_bundle), "--data", data, "--provider", "cpu", "--min-agreement", "0", "--no-probe", "--json"
@@ -121,17 +123,83 @@ def test_auto_for_a_server_answers_the_same_in_any_batch(tiny_bundle: Path, corp
     assert _batch_spread(offline, short, long_texts) > 1e-3
 
 
-def test_tables_in_a_pipe_are_printed_whole(tiny_bundle: Path) -> None:
-    """stdout is a pipe here: the info table keeps every column whole (rich assumed 80 columns and printed
-    "agreem…", "model_…"); COLUMNS, when set, still decides."""
-    import os
+def _host_profile(bundle: Path, int8: dict) -> None:
+    """The host cache `info` reads, written as this host's probe would write it: fp32 the float path, int8 faster
+    with the given fidelity, int8-block slower than fp32 (EDGE_SENT_CACHE set by the caller)."""
+    from edge_sent.contract import read_manifest
+    from edge_sent.fidelity import HostMeasure
+    from edge_sent.runtime import host_cache
+    from edge_sent.runtime.host_probe import SHAPES, HostProbe
+    from edge_sent.runtime.session import SessionConfig
+
+    manifest = read_manifest(bundle)
+
+    def measure(name: str, ms: float, **fidelity) -> HostMeasure:
+        return HostMeasure(
+            name, {s: ms * (i + 1) for i, s in enumerate(SHAPES)}, dict.fromkeys(SHAPES, 10.0 / ms), **fidelity
+        )
+
+    measured = {"fp32": measure("fp32", 10.0), "int8": measure("int8", 6.0, **int8)}
+    measured["int8-block"] = measure("int8-block", 12.5)
+    host_cache.save_profile(HostProbe(manifest, "cpu", SessionConfig(provider="cpu")).key, measured, 1.0)
+
+
+@pytest.fixture
+def short_cache(monkeypatch):
+    """A host cache under a short path (the `cached in PATH` line stays under 100 columns)."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="es")
+    monkeypatch.setenv("EDGE_SENT_CACHE", folder)
+    monkeypatch.delenv("EDGE_SENT_PROBE", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    yield Path(folder)
+    shutil.rmtree(folder)
+
+
+def test_info_shows_a_stopped_rerun_as_a_bound_and_says_which_auto_runs(tiny_bundle: Path, tmp_path, short_cache):
+    """The recorded ranking takes int8; on this host int8's rerun stopped after 64 of 200 texts (at most 194 can
+    agree: < 98%) and int8-block is slower than fp32, so fp32 runs. `info` says so once, with int8's figure as a bound,
+    and says why the recorded ranking's int8 does not run."""
+    bundle = bundle_where_auto_takes_int8(tiny_bundle, tmp_path / "b")
+    partial = {"agreement": 0.97, "max_abs_dprob": 0.4, "n_texts": 64, "complete": False, "counts": (194, 200)}
+    _host_profile(bundle, partial)
+    out = run_cli("info", str(bundle), env={"COLUMNS": "100"}).stdout
+    flat = " ".join(out.split())
+    assert "int8: ≤ 97.0%, stopped after 64 of 200: cannot reach 98%" in flat
+    assert "97.0% of" not in flat  # the bound never reads as a measurement
+    runs = [line for line in out.splitlines() if line.lstrip().startswith("runs on this host")]
+    assert len(runs) == 1 and "runs on this host (cpu): fp32, decided by measurements on this host" in runs[0]
+    assert "recorded ranking on cpu: int8 (not what runs here: the export's figures decide only with --no-probe" in flat
+    info = json.loads(run_cli("info", str(bundle), "--json").stdout)
+    assert (info["runs"]["variant"], info["runs"]["decided_by"]) == ("fp32", "this host")
+    assert info["auto"]["cpu"]["variant"] == "int8"
+    off = " ".join(run_cli("info", str(bundle), env={"EDGE_SENT_PROBE": "0"}).stdout.split())
+    assert "runs on this host (cpu): int8, from the recorded ranking" in off and "(probing is off here" in off
+    tune = run_cli("tune", str(bundle), env={"COLUMNS": "100"}).stdout  # measured whole: a figure, not a bound
+    assert "stopped after" not in tune and "int8: " in tune and "% of 200" in tune
+
+
+def test_info_fits_100_columns_and_prints_no_trailing_spaces_in_a_pipe(tiny_bundle: Path, short_cache) -> None:
+    """At COLUMNS=100 no cell is cut ("model_qua…", "88.4%–94.…") and no line is wider; in a pipe (no COLUMNS) the
+    same, and no line ends in spaces; the export's table shows one agreement figure per variant: the one its
+    recorded ranking compares with the floor."""
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"EDGE_SENT_PROBE": "0"}
+    _host_profile(tiny_bundle, {"agreement": 0.6, "max_abs_dprob": 0.5, "n_texts": 200, "counts": (120, 200)})
     command = [sys.executable, "-m", "edge_sent", "info", str(tiny_bundle)]
-    whole = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-    assert "…" not in whole.stdout and "model_quantized.onnx" in whole.stdout and "agreement vs fp32" in whole.stdout
-    narrow = subprocess.run(command, capture_output=True, text=True, env=env | {"COLUMNS": "80"}, timeout=300)
-    assert "…" in narrow.stdout  # the check can fail: at 80 columns the cells are cut
+    for env in ({"COLUMNS": "100"}, {}):
+        proc = subprocess.run(command, capture_output=True, text=True, env=os.environ | env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert "…" not in proc.stdout and "model_quantized.onnx" in proc.stdout
+        assert [line for line in lines if len(line) > 100 or line != line.rstrip()] == [], env
+        assert "  int8: 60.0% of 200; max |Δprob| 0.500" in lines
+    manifest = Manifest(root=tiny_bundle, data=json.loads((tiny_bundle / "manifest.json").read_text()))
+    entry = manifest.variants["int8-block"]
+    used = recorded(entry, "cpu").agreement
+    (row,) = [line for line in lines if line.startswith("int8-block ") and "%" in line]
+    assert f"{used:.1%}" in row and row.count("%") == 2  # the figure and its interval, nothing else
+    assert f"{used:.1%} agreement with fp32" in proc.stdout  # the recorded ranking's reason: the same figure

@@ -9,18 +9,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
+from edge_sent.cli import info_view
 from edge_sent.cli.common import console, err_console, print_json, user_errors
+from edge_sent.cli.info_view import say, show
 from edge_sent.cli.runtime_cmds import MinAgreementOpt, PrecisionOpt, ProbeOpt, ProviderOpt, ThreadsOpt, VariantOpt
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import MIN_AGREEMENT
 
 
 def _print_tables(report: dict, data: Path) -> None:
-    table = Table(title=f"{data} · variant {report['variant']} · {report['provider']}", title_justify="left")
-    table.add_column("")
-    table.add_column("value", justify="right")
+    say(f"{data} · variant {report['variant']} · {report['provider']}")
+    table = info_view.table("", "value")
     table.add_row("texts", str(report["n"]))
     table.add_row("accuracy", f"{report['accuracy']:.4f}")
     table.add_row("macro-F1", f"{report['macro_f1']:.4f}")
@@ -31,14 +31,17 @@ def _print_tables(report: dict, data: Path) -> None:
         table.add_row("ECE (15 bins), not calibrated", f"{cal['after']['ece']:.4f}")
     table.add_row("texts/s", f"{report['texts_per_s']:.1f}")
     table.add_row("truncated", str(report["truncated"]))
-    console.print(table)
-    matrix = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
-    matrix.add_column("")
-    for label in report["labels"]:
-        matrix.add_column(label, justify="right")
+    show(table)
+    say("per label:")
+    labels = info_view.table("label", "precision", "recall", "F1", "support")
+    for r in report["per_label"]:
+        labels.add_row(r["label"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"]))
+    show(labels)
+    say("confusion (rows: true, columns: predicted):")
+    matrix = info_view.table("", *report["labels"])
     for label, row in zip(report["labels"], report["confusion"], strict=True):
         matrix.add_row(label, *map(str, row))
-    console.print(matrix)
+    show(matrix)
     if report["random_weights"]:
         console.print("NOTE: this bundle's encoder has RANDOM weights: the accuracy means nothing.", style="yellow")
 
@@ -77,6 +80,8 @@ def eval_cmd(
     from edge_sent.runtime.evaluation import LoadOptions, compare_variants, evaluate
     from edge_sent.runtime.report_html import render
     from edge_sent.runtime.score_job import atomic_write
+    from edge_sent.runtime.session import SessionConfig, resolve_provider
+    from edge_sent.runtime.verdict import decide_here
 
     if report_path is not None and report_path.is_dir():
         raise EdgeSentError(f"--report {report_path} is a directory; give the HTML file to write")
@@ -100,9 +105,11 @@ def eval_cmd(
     report, scored = evaluate(clf, texts, y_true, batch_size)
     report["skipped_empty"] = dataset.skipped_empty
     if report_path is not None:
-        say = None if json_out else (lambda message: err_console.print(message, style="dim"))
+        progress = None if json_out else (lambda message: err_console.print(message, style="dim"))
         options = LoadOptions(provider=provider, precision=precision, threads=threads)
-        comparison = compare_variants(clf, scored, texts, y_true, batch_size, options, say)
+        comparison = compare_variants(clf, scored, texts, y_true, batch_size, options, progress)
+        config = SessionConfig(provider=resolve_provider(provider), threads=threads, precision=precision)
+        verdict = decide_here(clf.manifest, config.provider, config, min_agreement, probe, notify=progress)
         page = {
             "bundle": str(bundle),
             "data": str(data),
@@ -110,9 +117,11 @@ def eval_cmd(
             "command": shlex.join(["edge-sent", *sys.argv[1:]]),
             "evaluation": report,
             "comparison": comparison,
+            "verdict": verdict.as_dict() | {"sentence": verdict.sentence()},
         }
         atomic_write(report_path, render(page), rerun="rerun the same command")
         report["comparison"] = comparison
+        report["verdict"] = page["verdict"]
         report["report"] = str(report_path)
     if json_out:
         print_json(report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,6 +16,12 @@ from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import MIN_AGREEMENT, auto_choice, host_candidates
 from edge_sent.providers import PROVIDER_HELP, PROVIDERS
 from edge_sent.variants import variant_help
+
+if TYPE_CHECKING:
+    from edge_sent.contract import Manifest
+    from edge_sent.fidelity import Choice
+    from edge_sent.runtime.host_probe import HostResult
+    from edge_sent.runtime.verdict import Verdict
 
 VariantOpt = Annotated[str, typer.Option(help=variant_help())]
 ProviderOpt = Annotated[str, typer.Option(help=f"{PROVIDER_HELP}.")]
@@ -228,6 +234,20 @@ def predict_cmd(
         err_console.print(f"note: {skipped} empty line(s) in the input were skipped")
 
 
+def what_runs(manifest: Manifest, here: str, recorded_choice: Choice, host: HostResult | None) -> Verdict | None:
+    """The decision `--variant auto` runs on this host (a `verdict.Verdict`); None while it is not measured yet."""
+    from edge_sent.runtime.host_probe import probing_enabled
+    from edge_sent.runtime.verdict import RECORDED, Verdict, from_result
+
+    if not probing_enabled():
+        return Verdict(here, recorded_choice.variant, recorded_choice.reason, RECORDED)
+    if host is not None:
+        return from_result(host, here)
+    if not host_candidates(manifest, here):
+        return Verdict(here, recorded_choice.variant, recorded_choice.reason, RECORDED)
+    return None
+
+
 @user_errors
 def info_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
@@ -241,8 +261,9 @@ def info_cmd(
 
     The manifest, readable: variants with sizes and verification figures, and which variant `auto` takes on each
     provider, and why."""
-    from edge_sent.cli.tune_cmd import host_rows, host_table
-    from edge_sent.runtime.host_probe import cached_result
+    from edge_sent.cli import info_view
+    from edge_sent.cli.tune_cmd import host_rows, result_threads
+    from edge_sent.runtime.host_probe import cached_result, probing_enabled
     from edge_sent.runtime.session import SessionConfig, resolve_provider
 
     manifest = read_manifest(bundle)
@@ -252,6 +273,7 @@ def info_cmd(
     host = cached_result(manifest, here, config, min_agreement)
     served = cached_result(manifest, here, config, min_agreement, serving=True)  # serve's batch-independent choice
     moved = moving_variants(manifest.platforms)
+    runs = what_runs(manifest, here, choices[here], host)
     if json_out:
         host_json: dict[str, Any] | None = None
         if host is not None:
@@ -260,32 +282,25 @@ def info_cmd(
         auto = {p: {"variant": c.variant, "reason": c.reason} for p, c in choices.items()}
         serve_json = None if served is None else {"variant": served.choice.variant, "reason": served.choice.reason}
         host_state = {"host": host_json, "host_serve": serve_json}
-        print_json(manifest.data | {"auto": auto, **host_state, "moves_across_platforms": moved})
+        runs_json = None if runs is None else runs.as_dict()
+        print_json(manifest.data | {"auto": auto, "runs": runs_json, **host_state, "moves_across_platforms": moved})
         return
-    console.print(manifest_table(manifest.data, bundle))
-    for provider, choice in choices.items():
-        console.print(f"auto on {provider} (recorded ranking): [bold]{choice.variant}[/bold] — {choice.reason}")
-    if host is not None:
-        console.print(host_table(host.measured, f"measured on this host ({here}; cached {host.cache_file})"))
-        console.print(f"auto on {here} on this host: [bold]{host.choice.variant}[/bold] — {host.choice.reason}")
-    elif served is not None:
-        console.print(
-            host_table(served.measured, f"measured on this host by serve ({here}; cached {served.cache_file})")
-        )
-    elif host_candidates(manifest, here):
-        console.print(
-            f"auto on {here} on this host: not measured yet (`edge-sent tune {bundle}` measures it now; predict, "
-            "eval, score and serve measure it on first use)"
-        )
+    info_view.overview(manifest, bundle)
+    shown = host or served
+    if shown is not None:
+        by = "" if host is not None else " by serve"
+        threads_here = result_threads(config.threads)
+        info_view.say(f"measured on this host{by} ({here}, {threads_here} threads; cached in {shown.cache_file}):")
+        info_view.host_speed(shown.measured, min_agreement)
+    info_view.auto_lines(here, choices, runs, probing_enabled(), bundle)
     if served is not None:
-        choice = served.choice
-        console.print(f"auto for serve on {here} on this host: [bold]{choice.variant}[/bold] — {choice.reason}")
+        info_view.say(f"  for serve on this host ({here}): {served.choice.variant} — {served.choice.reason}", "      ")
     for variant, where in moved.items():
-        console.print(f"[yellow]note:[/yellow] variant {variant}'s answers move across platforms: {where}")
+        info_view.say(f"note: variant {variant}'s answers move across platforms: {where}")
     for line in strings_summary(manifest.data):
-        console.print(line)
-    console.print(
-        f"format {manifest.data['format']} v{manifest.data['format_version']}, "
+        info_view.say(line)
+    info_view.say(
+        f"format: {manifest.data['format']} v{manifest.data['format_version']}, "
         f"edge-sent {manifest.data.get('edge_sent_version')}, created {manifest.data.get('created')}"
     )
 

@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from edge_sent.cli.common import console, print_json, user_errors
+from edge_sent.cli.common import print_json, user_errors
+from edge_sent.cli.info_view import host_speed, say
 from edge_sent.cli.runtime_cmds import MinAgreementOpt, PrecisionOpt, ProviderOpt, ThreadsOpt
-from edge_sent.fidelity import MIN_AGREEMENT, MIN_SPEEDUP, HostMeasure
+from edge_sent.fidelity import MIN_AGREEMENT, HostMeasure
 
 
-def host_rows(measured: dict[str, HostMeasure]) -> list[dict[str, Any]]:
+def host_rows(measured: dict[str, HostMeasure], floor: float = MIN_AGREEMENT) -> list[dict[str, Any]]:
+    from edge_sent.runtime.verdict import agreement_text
+
     return [
         {
             "variant": m.variant,
@@ -23,32 +25,11 @@ def host_rows(measured: dict[str, HostMeasure]) -> list[dict[str, Any]]:
             "max_abs_dprob": m.max_abs_dprob,
             "n_texts": m.n_texts,
             "agreement_source": m.agreement_source if m.agreement is not None else None,
+            "complete": m.complete,  # False: stopped early, `agreement_with_fp32` is the most it could reach
+            "agreement_text": agreement_text(m, floor),
         }
         for m in measured.values()
     ]
-
-
-def host_table(measured: dict[str, HostMeasure], title: str) -> Table:
-    shapes = list(next(iter(measured.values())).ms) if measured else []
-    table = Table(title=title, title_justify="left")
-    table.add_column("variant")
-    for shape in shapes:
-        table.add_column(f"p50 {shape}", justify="right")
-    table.add_column(f"slowest speed-up (≥ {MIN_SPEEDUP:.2f}×)", justify="right")
-    table.add_column("agreement with fp32 here", justify="right")
-    table.add_column("max |Δprob|", justify="right")
-    for m in measured.values():
-        agreement = "-" if m.agreement is None else f"{m.agreement:.1%} of {m.n_texts or '?'}"
-        if m.agreement is not None and m.agreement_source != "host":
-            agreement += f" ({m.agreement_source})"
-        table.add_row(
-            m.variant,
-            *(f"{m.ms[s]:.2f} ms" for s in shapes),
-            f"{m.slowest:.2f}×",
-            agreement,
-            "-" if m.max_abs_dprob is None else f"{m.max_abs_dprob:.3f}",
-        )
-    return table
 
 
 def result_threads(threads: int | None) -> int:
@@ -72,30 +53,29 @@ def tune_cmd(
     result is cached. `predict`, `serve` and the rest do the same lazily on first use; this does all of it now,
     afresh."""
     from edge_sent.contract import read_manifest
-    from edge_sent.runtime.host_probe import HostProbe, ProbeSettings
     from edge_sent.runtime.session import SessionConfig, resolve_provider
+    from edge_sent.runtime.verdict import decide_here
 
     manifest = read_manifest(bundle)
     short = resolve_provider(provider)
     config = SessionConfig(provider=short, threads=threads, precision=precision)
-    settings = ProbeSettings(notify=lambda message: None)
-    result = HostProbe(manifest, short, config, min_agreement, settings=settings).decide(refresh=True, every=True)
+    verdict = decide_here(manifest, short, config, min_agreement, probe=True, refresh=True, notify=lambda _: None)
     if json_out:
         print_json(
             {
                 "provider": short,
-                "variant": result.choice.variant,
-                "reason": result.choice.reason,
-                "probe_s": round(result.probe_s, 3),
-                "cache_file": str(result.cache_file) if result.cache_file else None,
-                "measured": host_rows(result.measured),
+                "variant": verdict.variant,
+                "reason": verdict.reason,
+                "decided_by": verdict.decided_by,
+                "probe_s": round(verdict.probe_s, 3),
+                "cache_file": str(verdict.cache_file) if verdict.cache_file else None,
+                "measured": host_rows(verdict.measured, min_agreement),
             }
         )
         return
-    if result.measured:
-        console.print(
-            host_table(result.measured, f"{bundle} on this host ({short}, {result_threads(config.threads)} threads)")
-        )
-    console.print(f"auto on {short}: [bold]{result.choice.variant}[/bold] — {result.choice.reason}")
-    if result.cache_file:
-        console.print(f"measured in {result.probe_s:.1f} s; cached in {result.cache_file}")
+    if verdict.measured:
+        say(f"{bundle} on this host ({short}, {result_threads(config.threads)} threads):")
+        host_speed(verdict.measured, min_agreement)
+    say(verdict.line())
+    if verdict.cache_file:
+        say(f"measured in {verdict.probe_s:.1f} s; cached in {verdict.cache_file}")
