@@ -142,8 +142,8 @@ def auto_lines(
     recorded_here = choices[here]
     if runs is None:
         say(
-            f"  on this host ({here}): not decided yet: measured on first use (predict, eval, score, serve) or now "
-            f"with `edge-sent tune {bundle}`; the recorded ranking's {recorded_here.variant} runs only with "
+            f"  on this host ({here}): not measured yet: decided on first use (predict, eval, score, serve) or now "
+            f"by `edge-sent tune {bundle}`; the recorded ranking's {recorded_here.variant} runs only with "
             "--no-probe or EDGE_SENT_PROBE=0",
             indent="      ",
         )
