@@ -170,3 +170,19 @@ def release(tmp_path_factory) -> tuple[Path, Path]:
         assert needed in names, f"{needed} is missing from {wheel.name}"
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     return sdist, wheel
+
+
+@pytest.fixture(scope="session")
+def venvs(release, tmp_path_factory):
+    """flavour -> a fresh venv holding the release wheel with that flavour's extra alone (tests/journeys.py), made
+    on first use, once per session."""
+    from tests.journeys import make_venv
+
+    made: dict[str, Path] = {}
+
+    def get(flavour: str) -> Path:
+        if flavour not in made:
+            made[flavour] = make_venv(tmp_path_factory.mktemp(f"venv-{flavour}") / "venv", release[1], flavour)
+        return made[flavour]
+
+    return get

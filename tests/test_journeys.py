@@ -25,7 +25,6 @@ from tests.journeys import (
     cache_files,
     first_use_note,
     leftovers,
-    make_venv,
     new_user,
     post_json,
     serving,
@@ -37,19 +36,6 @@ API = (
     "import sys; from edge_sent.runtime import Classifier; clf = Classifier.load(sys.argv[1]); "
     "[print(p.label, round(sum(p.probabilities.values()), 4)) for p in clf.predict(sys.argv[2:])]"
 )
-
-
-@pytest.fixture(scope="session")
-def venvs(release, tmp_path_factory):
-    """flavour -> its venv, made on first use (once per session)."""
-    made: dict[str, Path] = {}
-
-    def get(flavour: str) -> Path:
-        if flavour not in made:
-            made[flavour] = make_venv(tmp_path_factory.mktemp(f"venv-{flavour}") / "venv", release[1], flavour)
-        return made[flavour]
-
-    return get
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`edge-sent score --engine ray` on a local Ray instance (the venv of scripts/ray-venv.sh; CI builds it):
+"""`edge-sent score --engine ray` on a local Ray instance (the ray flavour's venv, or scripts/ray-venv.sh's):
 the same shards as the local engine, byte for byte, resumable across engines; clear errors."""
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, ROOT, assert_user_error, run_cli
+from tests.conftest import DATA, assert_user_error, run_cli
 
 RAY_PYTHON = os.environ.get("EDGE_SENT_RAY_PYTHON")
 
 
 @pytest.fixture(scope="session")
-def ray_python() -> Path:
-    chosen = Path(RAY_PYTHON or ROOT / ".venv-ray" / "bin" / "python")
-    if chosen.is_file():
-        return chosen
-    if os.environ.get("CI"):
-        pytest.fail("CI must build the Ray venv (scripts/ray-venv.sh) and set EDGE_SENT_RAY_PYTHON")
-    pytest.skip("no Ray venv here: run scripts/ray-venv.sh (CI always does)")
+def ray_python(request) -> Path:
+    """EDGE_SENT_RAY_PYTHON (a venv of scripts/ray-venv.sh), else the ray flavour's venv from the release wheel."""
+    if RAY_PYTHON:
+        return Path(RAY_PYTHON)
+    return request.getfixturevalue("venvs")("ray") / "bin" / "python"
 
 
 def _score(python: Path, *args: str) -> subprocess.CompletedProcess:
