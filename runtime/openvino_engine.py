@@ -83,7 +83,6 @@ class OpenVINOEngine(Engine):
         properties: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": HINTS[config.precision],
             "INFERENCE_NUM_THREADS": config.threads or physical_cores(),
-            "PERFORMANCE_HINT": "LATENCY",
         }
         cache = model_cache_dir()
         if cache is not None:
