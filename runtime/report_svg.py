@@ -55,8 +55,8 @@ def power_of_ten(exponent: int) -> str:
 def nice_step(span: float, ticks: int = 5) -> float:
     """A round tick step (1, 2, 2.5 or 5 × 10^k) that cuts `span` into about `ticks` parts."""
     raw = max(span, 1e-12) / ticks
-    magnitude = 10 ** math.floor(math.log10(raw))
-    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return float(next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw))
 
 
 def confusion(matrix: list[list[int]], labels: list[str]) -> str:

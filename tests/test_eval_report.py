@@ -119,7 +119,7 @@ def test_the_page_in_headless_chromium_loads_without_errors_and_draws_its_figure
         assert name != "reliability-after" or all(str(n) in figures[name]["texts"] for n in counts)
     assert "≤ 10−7" in figures["deltas"]["texts"] and "≤ 10−1" in figures["deltas"]["texts"]  # 10^-k typeset
     assert any(t.endswith("%") for t in figures["deltas"]["texts"])  # the share on each bar
-    if os.environ.get("EDGE_SENT_DOCS_SCREENSHOT"):  # how docs/assets/eval-report.png is made
+    if os.environ.get("EDGE_SENT_DOCS_SCREENSHOT"):  # the tiny bundle's page (the docs' is a MiniLM bundle's)
         shutil.copyfile(shot, os.environ["EDGE_SENT_DOCS_SCREENSHOT"])
 
 

@@ -28,7 +28,8 @@ def width() -> int:
 
 def say(text: str, indent: str = "    ") -> None:
     """A line of prose, wrapped at `width()` with its continuation lines indented (never cut, no trailing space)."""
-    for line in textwrap.wrap(text, width(), subsequent_indent=indent, break_on_hyphens=False) or [""]:
+    lines = textwrap.wrap(text, width(), subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+    for line in lines or [""]:  # (a path longer than the width stays whole, on a line of its own)
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
