@@ -252,10 +252,11 @@ def export_cmd(
     if json_out:
         print_json(manifest)
         return
-    from edge_sent.cli.runtime_cmds import manifest_table, strings_summary
+    from edge_sent.cli import info_view
+    from edge_sent.cli.runtime_cmds import strings_summary
 
-    console.print(manifest_table(manifest, out))
+    info_view.overview(parse_manifest(out, manifest, out / MANIFEST), out)  # as `info` shows it
     for line in strings_summary(manifest):
-        console.print(line)
+        info_view.say(line)
     if manifest["encoder"].get("random_weights"):
         console.print(RANDOM_NOTE.format(spec=manifest["encoder"]["spec"]), style="yellow")

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.table import Table
 
 from edge_sent.cli.common import console
 from edge_sent.contract import Agreement, Manifest, VariantEntry
-from edge_sent.fidelity import MIN_SPEEDUP, Choice, HostMeasure, recorded
+from edge_sent.fidelity import MIN_SPEEDUP, Choice, HostMeasure, host_candidates, recorded
+
+if TYPE_CHECKING:
+    from edge_sent.runtime.host_probe import HostResult
+    from edge_sent.runtime.verdict import Verdict
 
 WIDTH = 100  # the widest line `info` prints, in a pipe too
 
@@ -128,10 +132,23 @@ def host_speed(measured: dict[str, HostMeasure], floor: float) -> None:
         say(f"  {m.variant}: {agreement_text(m, floor)}{dprob}", indent="      ")
 
 
+def what_runs(manifest: Manifest, here: str, recorded_choice: Choice, host: HostResult | None) -> Verdict | None:
+    """The decision `--variant auto` runs on this host: the host's measurements, or the recorded ranking when probing
+    is off or the provider has no quantized candidate to measure; None while this host has not measured yet."""
+    from edge_sent.runtime.host_probe import probing_enabled
+    from edge_sent.runtime.verdict import RECORDED, Verdict, from_result
+
+    if probing_enabled() and host is not None:
+        return from_result(host, here)
+    if probing_enabled() and host_candidates(manifest, here):
+        return None
+    return Verdict(here, recorded_choice.variant, recorded_choice.reason, RECORDED)
+
+
 def auto_lines(
     here: str,
     choices: dict[str, Choice],
-    runs: Any,
+    runs: Verdict | None,
     probing: bool,
     bundle: Path,
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,15 +13,9 @@ from rich.table import Table
 from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
 from edge_sent.contract import MANIFEST, read_manifest, verify_bundle
 from edge_sent.errors import EdgeSentError
-from edge_sent.fidelity import MIN_AGREEMENT, auto_choice, host_candidates
+from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
 from edge_sent.providers import PROVIDER_HELP, PROVIDERS
 from edge_sent.variants import variant_help
-
-if TYPE_CHECKING:
-    from edge_sent.contract import Manifest
-    from edge_sent.fidelity import Choice
-    from edge_sent.runtime.host_probe import HostResult
-    from edge_sent.runtime.verdict import Verdict
 
 VariantOpt = Annotated[str, typer.Option(help=variant_help())]
 ProviderOpt = Annotated[str, typer.Option(help=f"{PROVIDER_HELP}.")]
@@ -49,55 +43,6 @@ ProbeOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
-def _agreement_cell(record: dict) -> str:
-    """`92.0% (n 300, 88.4–94.6%)`: the agreement, its text count and 95% interval where the export recorded them."""
-    cell = f"{record['label_agreement']:.1%}"
-    if record.get("n_texts") and record.get("ci95"):
-        low, high = record["ci95"]
-        cell += f" (n {record['n_texts']}, {low:.1%}–{high:.1%})"
-    return cell
-
-
-def manifest_table(manifest: dict, root: Path) -> Table:
-    enc = manifest["encoder"]
-    title = (
-        f"{root}  ·  encoder {enc['spec']}{' (RANDOM weights)' if enc.get('random_weights') else ''}  ·  "
-        f"labels {', '.join(manifest['labels'])}  ·  max length {manifest['max_length']}  ·  "
-        f"{manifest['pooling']} pooling"
-    )
-    table = Table(title=title, title_justify="left")
-    for col in (
-        "variant",
-        "file",
-        "size",
-        "max |Δlogit| vs torch",
-        "agreement vs fp32",
-        "max |Δprob|",
-        "eval acc",
-        "batch-independent",
-    ):
-        table.add_column(col, justify="left" if col in ("variant", "file") else "right")
-    files = manifest["files"]
-    for name, v in manifest["variants"].items():
-        vs_torch = v.get("vs_torch", {}).get("max_abs_dlogit")
-        vs_fp32 = v.get("host_check_vs_fp32") or v.get("vs_fp32", {})  # more texts, with an interval, when recorded
-        table.add_row(
-            name,
-            v["file"],
-            _mb(files[v["file"]]["bytes"]) if v["file"] in files else "?",
-            f"{vs_torch:.2e}" if vs_torch is not None else "-",
-            _agreement_cell(vs_fp32) if vs_fp32 else ("(reference)" if name == "fp32" else "-"),
-            f"{vs_fp32['max_abs_dprob']:.3f}" if vs_fp32 else "-",
-            f"{v['eval_accuracy']:.4f}" if "eval_accuracy" in v else "-",
-            {True: "yes", False: "no"}.get(v.get("batch_independent"), "?"),
-        )
-    return table
 
 
 def moving_variants(platforms: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -234,20 +179,6 @@ def predict_cmd(
         err_console.print(f"note: {skipped} empty line(s) in the input were skipped")
 
 
-def what_runs(manifest: Manifest, here: str, recorded_choice: Choice, host: HostResult | None) -> Verdict | None:
-    """The decision `--variant auto` runs on this host (a `verdict.Verdict`); None while it is not measured yet."""
-    from edge_sent.runtime.host_probe import probing_enabled
-    from edge_sent.runtime.verdict import RECORDED, Verdict, from_result
-
-    if not probing_enabled():
-        return Verdict(here, recorded_choice.variant, recorded_choice.reason, RECORDED)
-    if host is not None:
-        return from_result(host, here)
-    if not host_candidates(manifest, here):
-        return Verdict(here, recorded_choice.variant, recorded_choice.reason, RECORDED)
-    return None
-
-
 @user_errors
 def info_cmd(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
@@ -273,7 +204,7 @@ def info_cmd(
     host = cached_result(manifest, here, config, min_agreement)
     served = cached_result(manifest, here, config, min_agreement, serving=True)  # serve's batch-independent choice
     moved = moving_variants(manifest.platforms)
-    runs = what_runs(manifest, here, choices[here], host)
+    runs = info_view.what_runs(manifest, here, choices[here], host)
     if json_out:
         host_json: dict[str, Any] | None = None
         if host is not None:
