@@ -107,11 +107,11 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_run: Path) -> Path:
-    from edge_sent.export.run import ExportConfig, export_bundle
-
     out = Path(REUSE) / "tiny-bundle" if REUSE else tmp_path_factory.mktemp("bundles") / "tiny"
     if REUSE and (out / "manifest.json").is_file():
         return out
+    from edge_sent.export.run import ExportConfig, export_bundle
+
     export_bundle(
         ExportConfig(
             run_dir=tiny_run,

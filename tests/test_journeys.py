@@ -26,6 +26,7 @@ from tests.journeys import (
     first_use_note,
     leftovers,
     new_user,
+    pip_env,
     post_json,
     serving,
 )
@@ -205,14 +206,53 @@ def test_ray_journey(venvs, default_bundle, tmp_path):
 
 
 def test_openvino_journey(venvs, default_bundle, tmp_path):
-    """`pip install 'edge-sent[openvino]'`: one environment where the CPU path and the OpenVINO path both run."""
+    """`pip install 'edge-sent[openvino]'`: one environment where the CPU path and the OpenVINO path both run,
+    `auto` among both; OpenVINO's compiled model is cached for the second use."""
     user = new_user(tmp_path, venvs("openvino"))
-    for _ in ("first", "second"):
-        cpu = user.ok("edge-sent", "predict", str(default_bundle), TEXTS[0], "--provider", "cpu", "--json")
-        auto = user.ok("edge-sent", "predict", str(default_bundle), TEXTS[0], "--json")
-        assert json.loads(cpu.stdout)["label"] in labels_of(default_bundle)
-        assert json.loads(auto.stdout)["label"] in labels_of(default_bundle)
-    user.ok("edge-sent", "tune", str(default_bundle))
+    labels = labels_of(default_bundle)
+    for use in ("first", "second"):
+        answers = {}
+        for provider, precision in (("cpu", "auto"), ("openvino", "fp32"), ("auto", "auto")):
+            forced = ("--provider", provider, "--precision", precision)
+            proc = user.ok("edge-sent", "predict", str(default_bundle), *TEXTS, *forced, "--json")
+            answers[provider] = [json.loads(line) for line in proc.stdout.splitlines()]
+            assert {a["label"] for a in answers[provider]} <= labels
+        for cpu, ov in zip(answers["cpu"], answers["openvino"], strict=True):
+            assert max(abs(cpu["probabilities"][k] - ov["probabilities"][k]) for k in labels) < 1e-4
+        if use == "first":
+            assert list((user.home / ".cache" / "edge-sent" / "openvino").rglob("*.blob")), "no OpenVINO model cache"
+    tune = user.ok("edge-sent", "tune", str(default_bundle))
+    assert "openvino" in tune.stdout, tune.stdout
+
+
+def test_openvino_engine_tests_pass_as_installed(venvs, tiny_run, tiny_bundle, tmp_path):
+    """tests/test_openvino_engine.py (skipped where openvino is not installed, as in the development venv) runs in
+    the openvino flavour's venv, against the installed wheel, on the session's tiny bundle."""
+    venv = venvs("openvino")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest"]
+    assert subprocess.run(pip, capture_output=True, text=True, env=pip_env(), timeout=600).returncode == 0
+    reuse = tmp_path / "reuse"  # tests/conftest.py: a built run and bundle are reused, not rebuilt (no torch there)
+    shutil.copytree(tiny_run, reuse / "tiny-run")
+    shutil.copytree(tiny_bundle, reuse / "tiny-bundle")
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path)}
+    command = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs"]
+    proc = subprocess.run(
+        [*command, "tests/test_openvino_engine.py"],
+        capture_output=True,
+        text=True,
+        env=env | {"EDGE_SENT_TEST_REUSE": str(reuse)},
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import edge_sent; print(edge_sent.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert "site-packages" in where.stdout, where.stdout + where.stderr  # the wheel's code, not the checkout's
 
 
 def test_train_journey(venvs, tmp_path):
