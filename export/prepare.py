@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from edge_sent.calibration import LogitMap
 from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, refit, runners, verify
 from edge_sent.labeled import DataConfig, label_ids, load_labeled
@@ -101,7 +102,7 @@ def load_model(run_dir: Path, meta: RunMeta) -> tuple[LoadedEncoder, SentimentMo
         raise EdgeSentError(f"{path}: cannot read ({exc})") from None
     head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
     head.load_state_dict(weights)
-    return encoder, SentimentModel(encoder.model, meta.pooling, head, meta.temperature).eval()
+    return encoder, SentimentModel(encoder.model, meta.pooling, head, LogitMap.from_json(meta.calibration)).eval()
 
 
 def _calibration(config: ExportConfig, meta: RunMeta) -> tuple[Path, tuple[str, ...]]:

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_sent import calibration
+from edge_sent import calibration_choice
 from edge_sent.contract import OUTPUT_NAMES
 from edge_sent.errors import EdgeSentError
 from edge_sent.export.graph import POOLED
@@ -151,7 +151,8 @@ def refit_head(
     calibrate: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Weights and bias of the head refitted on `variant_file`'s own features, plus what was done. `calibrate`
-    (a calibrated run): a temperature fitted on the dev features is divided into them, as train does for fp32."""
+    (a calibrated run): the calibration is chosen on the dev features by cross-validation, as train does for fp32,
+    and folded into the weights; without dev features the refitted head is not calibrated, and says so."""
     probe = work / f"{variant_file.stem}.pooled.onnx"
     with_pooled_output(variant_file, probe)
     try:
@@ -177,7 +178,16 @@ def refit_head(
         dev_logits = x_dev @ weight.T + bias
         info["dev_accuracy"] = float((dev_logits.argmax(axis=1) == data.dev_ids).mean())
         if calibrate:
-            temperature = round(calibration.fit_temperature(dev_logits, data.dev_ids), 6)
-            weight, bias = weight / temperature, bias / temperature
-            info["temperature"] = temperature
+            choice = calibration_choice.choose(dev_logits, data.dev_ids)
+            weight, bias = choice.chosen.fold(weight, bias)
+            info["calibration"] = choice.chosen.to_json() | {"chosen_because": choice.reason}
+            info["temperature"] = choice.chosen.temperature
+    if calibrate and "calibration" not in info:
+        info["calibration"] = {"method": "none", "temperature": 1.0, "skipped": "no dev split to choose on"}
     return weight, bias, info
+
+
+def calibrates(meta: RunMeta) -> bool:
+    """Whether a refitted head chooses its own calibration: when train chose one for the run (not
+    --no-calibrate, and a dev split), whichever it chose."""
+    return meta.calibration is not None and not meta.calibration.get("skipped")

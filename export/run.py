@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from edge_sent import __version__
+from edge_sent.calibration import LogitMap
 from edge_sent.contract import (
     CONFIG,
     FORMAT,
@@ -161,7 +162,7 @@ def refit_variant(job: Prepared, tmp: Path, name: str, entry: dict, fp32_dev_acc
     target = tmp / entry["file"]
     request = replace(_request(job), provider=runner.name, precision=precision)
     weight, bias, entry["refit"] = refit.refit_head(
-        runner, target, tmp, request, job.refit_data, refit.head_config(job.meta), job.meta.temperature != 1.0
+        runner, target, tmp, request, job.refit_data, refit.head_config(job.meta), refit.calibrates(job.meta)
     )
     refit.replace_head(target, target, weight, bias)
     entry["refit"]["fp32_dev_accuracy"] = fp32_dev_accuracy
@@ -231,11 +232,11 @@ def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:
 
 
 def calibration_record(meta: RunMeta) -> dict:
-    """What train fitted (T, ECE before/after) and where it lives: the graph divides its logits by T before the
-    softmax, so `logits` and `probabilities` are the calibrated ones (a refitted head carries its own T)."""
+    """What train chose and fitted (ECE before/after) and where it lives: the graph maps its logits before the
+    softmax, so `logits` and `probabilities` are the calibrated ones (a refitted head carries its own)."""
     record = dict(meta.calibration or {"method": None, "skipped": "the run predates calibration"})
     record["temperature"] = meta.temperature
-    record["applied"] = "logits / temperature in the graph, before the softmax" if meta.temperature != 1.0 else None
+    record["applied"] = LogitMap.from_json(meta.calibration).in_graph
     return record
 
 

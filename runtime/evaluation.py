@@ -61,12 +61,15 @@ def _bins(probs: np.ndarray, y_true: np.ndarray) -> dict[str, Any]:
 
 
 def calibration_record(clf: Classifier, scored: Scored, y_true: np.ndarray) -> dict[str, Any]:
-    """Reliability of the exported probabilities ("after") and of softmax(logits × T) ("before": the graph's logits
-    are already divided by T)."""
-    temperature = clf.manifest.temperature(clf.variant)
-    record: dict[str, Any] = {"temperature": temperature, "after": _bins(scored.probs, y_true)}
-    if temperature != 1.0:
-        record["before"] = _bins(calibration.softmax(scored.logits.astype(np.float64) * temperature), y_true)
+    """Reliability of the exported probabilities ("after") and of the head's own ("before": the graph's logits are
+    already calibrated, so the calibration is undone: × T for a temperature)."""
+    chosen = calibration.LogitMap.from_json(clf.manifest.calibration(clf.variant))
+    record: dict[str, Any] = {"temperature": clf.manifest.temperature(clf.variant), "method": chosen.method}
+    record["described"] = chosen.describe()
+    record["chosen_because"] = clf.manifest.calibration(clf.variant).get("chosen_because")
+    record["after"] = _bins(scored.probs, y_true)
+    if not chosen.is_identity:
+        record["before"] = _bins(calibration.softmax(chosen.invert(scored.logits)), y_true)
     return record
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from edge_sent import __version__, calibration
+from edge_sent import __version__, calibration, calibration_choice
 from edge_sent.contract import sha256_file, write_json
 from edge_sent.errors import EdgeSentError
 from edge_sent.labeled import DataConfig, LabeledData, label_ids, label_set, load_labeled
@@ -50,7 +50,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first N training rows (and N//4 dev/test rows)
     label_names: tuple[str, ...] | None = None
     progress: bool = True
-    calibrate: bool = True  # fit a temperature on the dev split (export divides the logits by it)
+    calibrate: bool = True  # choose a calibration on the dev split (export puts it into the graph)
 
 
 def _limit(data: LabeledData, n: int | None) -> LabeledData:
@@ -143,23 +143,35 @@ def train(config: TrainConfig) -> dict:
 
 
 def fit_calibration(logits: dict[str, np.ndarray], ids: dict[str, np.ndarray], calibrate: bool) -> dict:
-    """The temperature fitted on the dev logits, with ECE (15 bins) and NLL before and after on dev and test."""
-    record: dict = {"method": "temperature", "bins": calibration.ECE_BINS, "temperature": 1.0, "fitted_on": None}
+    """The calibration chosen on dev by cross-validation (`calibration_choice.choose`: none, a temperature or vector
+    scaling) with why, every candidate's held-out dev figures, and ECE (15 bins) and NLL before and after on dev and
+    test; on test also every candidate fitted on the whole dev split, for comparison."""
+    record: dict = {"method": "none", "temperature": 1.0, "bins": calibration.ECE_BINS, "fitted_on": None}
+    choice = None
     if not calibrate:
         record["skipped"] = "--no-calibrate"
     elif "dev" not in logits or len(logits["dev"]) == 0:
-        record["skipped"] = "no --dev split to fit a temperature on"
+        record["skipped"] = "no --dev split to fit a calibration on"
     else:
-        record["temperature"] = round(calibration.fit_temperature(logits["dev"], ids["dev"]), 6)
-        record["fitted_on"] = "dev"
-        if not calibration.T_RANGE[0] * 1.01 < record["temperature"] < calibration.T_RANGE[1] * 0.99:
+        choice = calibration_choice.choose(logits["dev"], ids["dev"])
+        record |= choice.chosen.to_json() | {"fitted_on": "dev", "chosen_because": choice.reason}
+        record["cross_validation"] = choice.cross_validation
+        fitted_t = choice.fitted["temperature"].temperature if "temperature" in choice.fitted else 1.0
+        if not calibration.T_RANGE[0] * 1.01 < fitted_t < calibration.T_RANGE[1] * 0.99:
             record["warning"] = (
-                f"the temperature reached its search bound ({record['temperature']:g}): on dev the head is "
+                f"the temperature fitted on dev reached its search bound ({fitted_t:g}): on dev the head is "
                 "no better than chance (T -> infinity: uniform probabilities) or separates it perfectly (T -> 0)"
             )
+    chosen = calibration.LogitMap.from_json(record)
     for split in ("dev", "test"):
         if split in logits and len(logits[split]):
-            record[split] = calibration.summary(logits[split], ids[split], record["temperature"])
+            record[split] = calibration.summary(logits[split], ids[split], chosen)
+    if choice is not None and "test" in record:
+        record["test"]["candidates"] = {
+            name: {"ece": round(calibration.ece(calibration.softmax(m.apply(logits["test"])), ids["test"]), 5)}
+            | {"nll": round(calibration.nll(m.apply(logits["test"]), ids["test"]), 5)}
+            for name, m in choice.fitted.items()
+        }
     return record
 
 

@@ -209,12 +209,22 @@ class Manifest:
                 f"bundle {self.root} has no string-in graph for variant {variant!r} (it has: {have})"
             ) from None
 
-    def temperature(self, variant: str) -> float:
-        """What `variant`'s graph divides its logits by before the softmax (train's calibration; a refitted head
-        carries its own); 1.0 for an uncalibrated bundle or one exported before calibration existed."""
+    def calibration(self, variant: str) -> dict[str, Any]:
+        """The calibration `variant`'s graph applies to its logits before the softmax (`calibration.LogitMap.from_json`
+        reads it): train's choice, or a refitted head's own (none when the refit had no dev split to choose on)."""
         record = self.variants[variant].record if variant in self.variants else {}
-        refitted = (record.get("refit") or {}).get("temperature")
-        return float(refitted or (self.data.get("calibration") or {}).get("temperature") or 1.0)
+        refit = record.get("refit")
+        if isinstance(refit, dict):
+            if isinstance(refit.get("calibration"), dict):
+                return dict(refit["calibration"])
+            return {"method": "temperature", "temperature": float(refit.get("temperature") or 1.0)}
+        return dict(self.data.get("calibration") or {})
+
+    def temperature(self, variant: str) -> float:
+        """What `variant`'s graph divides its logits by before the softmax (1.0 for an uncalibrated bundle, one
+        exported before calibration existed, or one whose calibration is vector scaling: see `calibration`)."""
+        record = self.calibration(variant)
+        return 1.0 if record.get("method") == "vector" else float(record.get("temperature") or 1.0)
 
     def batch_independent(self, variant: str) -> bool:
         """Whether a text's answer from `variant` is the same whatever else shares its batch (as the export recorded

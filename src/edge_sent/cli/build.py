@@ -29,15 +29,24 @@ def _need_torch() -> None:
         ) from None
 
 
-def _calibration_row(record: dict) -> tuple[str, str]:
+def _calibration_rows(record: dict) -> list[tuple[str, str]]:
+    """Train's table: which calibration was chosen, why, and what it does to the ECE (test, else dev)."""
+    from edge_sent.calibration import LogitMap
+
     if record.get("skipped"):
-        return "calibration", f"none ({record['skipped']})"
+        return [("calibration", f"none ({record['skipped']})")]
+    rows = [("calibration (chosen on dev)", LogitMap.from_json(record).describe())]
     split = "test" if "test" in record else "dev"
     figures = record[split]
-    return (
-        f"temperature (ECE {split}, 15 bins)",
-        f"T {record['temperature']:.3f} (ECE {figures['ece_before']:.4f} → {figures['ece_after']:.4f})",
-    )
+    ece = f"{figures['ece_before']:.4f} → {figures['ece_after']:.4f}"
+    if "ece_if_calibrated" in figures:
+        ece += f" (calibrated: ~{figures['ece_if_calibrated']:.3f})"
+    rows.append((f"ECE {split} (15 bins)", ece))
+    if "accuracy_after" in figures:
+        rows.append(
+            (f"{split} accuracy, calibrated", f"{figures['accuracy_before']:.4f} → {figures['accuracy_after']:.4f}")
+        )
+    return rows
 
 
 @user_errors
@@ -68,8 +77,8 @@ def train_cmd(
         bool,
         typer.Option(
             "--calibrate/--no-calibrate",
-            help="Fit a temperature on --dev so the probabilities are calibrated (export divides the logits by it; "
-            "labels never change). --no-calibrate keeps the raw softmax.",
+            help="Calibrate the probabilities on --dev: none, a temperature or vector scaling, whichever lowers the "
+            "ECE on held-out dev folds (export puts it into the graph). --no-calibrate keeps the raw softmax.",
         ),
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -124,8 +133,11 @@ def train_cmd(
                 f"{split} accuracy / macro-F1",
                 f"{report[split]['accuracy']:.4f} / {report[split]['macro_f1']:.4f}",
             )
-    table.add_row(*_calibration_row(report["calibration"]))
+    for row in _calibration_rows(report["calibration"]):
+        table.add_row(*row)
     console.print(table)
+    if report["calibration"].get("chosen_because"):
+        console.print(f"calibration: {report['calibration']['chosen_because']}")
     if report["calibration"].get("warning"):
         console.print(f"NOTE: {report['calibration']['warning']}", style="yellow")
     if report["encoder_is_random"]:
