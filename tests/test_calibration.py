@@ -127,10 +127,8 @@ def test_train_records_the_fit_and_no_calibrate_keeps_the_raw_softmax(tiny_run, 
     record = report["calibration"]
     assert record["fitted_on"] == "dev" and record["bins"] == 15 and record["chosen_because"]
     assert set(record["cross_validation"]) == {"none", "temperature", "vector"}
-    scores = record["cross_validation"]
-    raw = scores["none"]
-    helps = [m for m, s in scores.items() if m != "none" and s["ece"] < raw["ece"] and s["nll"] <= raw["nll"]]
-    assert record["method"] == (min(helps, key=lambda m: scores[m]["nll"]) if helps else "none")
+    # the tests' tiny run asks for a temperature (TrainConfig.calibration); the figures of every map are still there
+    assert record["method"] == "temperature" and record["chosen_because"].startswith("temperature: asked for")
     assert record["dev"]["nll_after"] <= record["dev"]["nll_before"]
     meta = json.loads((tiny_run / "head.json").read_text(encoding="utf-8"))
     assert meta["calibration"] == record

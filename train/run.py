@@ -51,6 +51,7 @@ class TrainConfig:
     label_names: tuple[str, ...] | None = None
     progress: bool = True
     calibrate: bool = True  # choose a calibration on the dev split (export puts it into the graph)
+    calibration: str = "auto"  # auto: the cross-validated choice; or none, temperature, vector
 
 
 def _limit(data: LabeledData, n: int | None) -> LabeledData:
@@ -136,13 +137,15 @@ def train(config: TrainConfig) -> dict:
     logits = {split: predict_head(result.head, x[split]) for split in ("train", *side)}
     for split, split_logits in logits.items():
         report[split] = classification_report(ids[split], split_logits.argmax(axis=1), names)
-    report["calibration"] = fit_calibration(logits, ids, config.calibrate)
+    report["calibration"] = fit_calibration(logits, ids, config.calibrate, config.calibration)
 
     write_run(config, splits, encoder, result.head, max_length, report)
     return report
 
 
-def fit_calibration(logits: dict[str, np.ndarray], ids: dict[str, np.ndarray], calibrate: bool) -> dict:
+def fit_calibration(
+    logits: dict[str, np.ndarray], ids: dict[str, np.ndarray], calibrate: bool, method: str = "auto"
+) -> dict:
     """The calibration chosen on dev by cross-validation (`calibration_choice.choose`: none, a temperature or vector
     scaling) with why, every candidate's held-out dev figures, and ECE (15 bins) and NLL before and after on dev and
     test; on test also every candidate fitted on the whole dev split, for comparison."""
@@ -153,7 +156,8 @@ def fit_calibration(logits: dict[str, np.ndarray], ids: dict[str, np.ndarray], c
     elif "dev" not in logits or len(logits["dev"]) == 0:
         record["skipped"] = "no --dev split to fit a calibration on"
     else:
-        choice = calibration_choice.choose(logits["dev"], ids["dev"])
+        force = None if method == "auto" else method
+        choice = calibration_choice.choose(logits["dev"], ids["dev"], force=force)
         record |= choice.chosen.to_json() | {"fitted_on": "dev", "chosen_because": choice.reason}
         record["cross_validation"] = choice.cross_validation
         fitted_t = choice.fitted["temperature"].temperature if "temperature" in choice.fitted else 1.0

@@ -59,13 +59,17 @@ def held_out(
     return {"ece": round(float(np.mean(eces)), 5), "nll": round(float(np.mean(nlls)), 5)}
 
 
-def choose(logits: np.ndarray, labels: np.ndarray, candidates: tuple[str, ...] = CANDIDATES) -> Choice:
+def choose(
+    logits: np.ndarray, labels: np.ndarray, candidates: tuple[str, ...] = CANDIDATES, force: str | None = None
+) -> Choice:
     """Among the candidates that lower the cross-validated ECE without raising the cross-validated NLL against the
     raw softmax, the one with the lowest cross-validated NLL; `none` when no candidate does (or dev is too small
     to tell)."""
     if len(logits) < MIN_TEXTS:
         return Choice(LogitMap(), f"dev has {len(logits)} texts, fewer than {MIN_TEXTS} to cross-validate on")
     names = ["none", *(name for name in candidates if name != "none")]
+    if force is not None and force not in names:
+        raise ValueError(f"unknown calibration {force!r} (choose from {', '.join(names)})")
     scores = {name: held_out(logits, labels, name) for name in names}
     raw = scores["none"]
     helps = [n for n in names[1:] if scores[n]["ece"] < raw["ece"] and scores[n]["nll"] <= raw["nll"]]
@@ -75,6 +79,10 @@ def choose(logits: np.ndarray, labels: np.ndarray, candidates: tuple[str, ...] =
         f"{name} ECE {raw['ece']:.4f} → {scores[name]['ece']:.4f}, NLL {raw['nll']:.4f} → {scores[name]['nll']:.4f}"
         for name in names[1:]
     )
+    if force is not None:
+        return Choice(
+            fitted[force], f"{force}: asked for, not the cross-validated choice ({figures}; {folds})", scores, fitted
+        )
     if not helps:
         reason = f"T = 1 kept: no map lowers the held-out ECE without raising the held-out NLL ({figures}; {folds})"
         return Choice(LogitMap(), reason, scores, fitted)
