@@ -33,7 +33,8 @@ from edge_sent.contract import (
     write_manifest,
 )
 from edge_sent.errors import EdgeSentError
-from edge_sent.export import graph, refit, runners, strings, verify
+from edge_sent.export import graph, refit, runners, verify
+from edge_sent.export.strings import build as strings
 from edge_sent.export.bundle import hf_config, staging_dir, tokenizer_config
 from edge_sent.export.prepare import ExportConfig, Prepared, prepare
 from edge_sent.export.variants import BUILDERS, BuildInputs
