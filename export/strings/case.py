@@ -20,19 +20,19 @@ characters, is left out and reported by the export's code-point scan.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-UNKNOWN_CHAR = "\ufdef"  # (string_graph.UNKNOWN) outside every vocabulary: its word becomes [UNK]
+from edge_sent.export.strings.nodes import CONTRIB, const, node
+
+UNKNOWN_CHAR = "\ufdef"  # (spec.UNKNOWN) outside every vocabulary: its word becomes [UNK]
 # the first pass's continuation marker: a noncharacter the graph's first rewrite keeps out of every text (a "##"
 # marker would let a word that starts with "##x" match the continuation piece "##x" as a whole)
 PIECE_MARK = "\ufdee"
 SENTINEL = "a"  # appended to the words, so that the pass never runs on zero words (an empty StringJoin crashes)
-CONTRIB = "ai.onnx.contrib"
 
 
 def case_map(
@@ -74,17 +74,6 @@ def _alone(normal: str, split: set[int]) -> tuple[str, bool]:
     that is a word of its own."""
     core = normal[1:-1] if len(normal) == 3 and normal[0] == normal[-1] == " " else normal
     return core, len(core) == 1 and (ord(core) in split or core != normal)
-
-
-def const(name: str, values: Sequence[int] | int | np.ndarray, scalar: bool = False) -> onnx.NodeProto:
-    """An int64 Constant node (a scalar when `scalar`)."""
-    array = np.asarray(values, dtype=np.int64).reshape(() if scalar else -1)
-    tensor = helper.make_tensor(name, TensorProto.INT64, array.shape, array.ravel().tolist())
-    return helper.make_node("Constant", [], [name], value=tensor)
-
-
-def node(op: str, inputs: Sequence[str], output: str, domain: str = "", **attrs: Any) -> onnx.NodeProto:
-    return helper.make_node(op, list(inputs), [output], domain=domain or None, **attrs)
 
 
 def piece_word_nodes(pieces: str, starts: str, p: str) -> list[onnx.NodeProto]:

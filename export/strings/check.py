@@ -1,6 +1,6 @@
 """Derive the in-graph tokenizer from the bundle's `tokenizer.json` and check it against the `tokenizers` library.
 
-`prepare_tokenizer` reads the WordPiece spec and every code point's class (string_graph) and derives the rewrite
+`prepare_tokenizer` reads the WordPiece spec and every code point's class (`spec`) and derives the rewrite
 steps. `scan_code_points` puts every Unicode code point, between two letters, through both tokenizers;
 `compare_texts` does the same for whole texts (a corpus, `ADVERSARIAL`). A mismatched text is named by the classes
 of the code points the scan found mismatching in it (`context` when it has none).
@@ -17,8 +17,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edge_sent.export import string_graph as sg
-from edge_sent.export.string_case import case_map, splitting
+from edge_sent.export.strings import graph as sg
+from edge_sent.export.strings import spec as sp
+from edge_sent.export.strings.case import case_map, splitting
 from edge_sent.runtime.strings import extensions_library
 from edge_sent.tokenization import Tokenizer
 
@@ -87,9 +88,9 @@ ADVERSARIAL: tuple[str, ...] = (
 class DerivedTokenizer:
     """What the in-graph tokenizer is built from."""
 
-    spec: sg.TokenizerSpec
-    classes: sg.CharClasses
-    steps: tuple[sg.Rewrite, ...]
+    spec: sp.TokenizerSpec
+    classes: sp.CharClasses
+    steps: tuple[sp.Rewrite, ...]
     case: dict[str, str] = field(default_factory=dict)  # uncased tokenizers: character -> normal form
 
 
@@ -104,15 +105,15 @@ def session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
 def prepare_tokenizer(tokenizer_file: Path) -> DerivedTokenizer:
     import tokenizers
 
-    spec = sg.TokenizerSpec.read(tokenizer_file)
-    classes = sg.char_classes(tokenizer_file)
+    spec = sp.TokenizerSpec.read(tokenizer_file)
+    classes = sp.char_classes(tokenizer_file)
     case: dict[str, str] = {}
     if classes.changed:
         normalize = tokenizers.Tokenizer.from_file(str(tokenizer_file)).normalizer.normalize_str
         breaks, split = set(classes.removed) | set(classes.spaces), set(classes.split)
         case = case_map(spec.op_vocab(), spec.suffix, classes.changed, normalize, breaks, split)
         classes = replace(classes, split=tuple(sorted(split | set(splitting(classes.changed, normalize, split)))))
-    return DerivedTokenizer(spec, classes, tuple(sg.rewrites(spec, classes)), case)
+    return DerivedTokenizer(spec, classes, tuple(sp.rewrites(spec, classes)), case)
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def scan_code_points(prepared: DerivedTokenizer, tokenizer_file: Path) -> dict[i
     token ids differ from `tokenizers`'."""
     reference = _untruncated(tokenizer_file)
     run = session(sg.tokenizer_model(prepared.spec, prepared.steps, 4 * CHUNK + 2, prepared.case))
-    points = list(sg.code_points())
+    points = list(sp.code_points())
     chunks = [points[i : i + CHUNK] for i in range(0, len(points), CHUNK)]
     texts = [" ".join(f"a{chr(c)}a" for c in chunk) for chunk in chunks]
     bad: dict[int, str] = {}
