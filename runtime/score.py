@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_sent.atomic import atomic_write
 from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Fields, Record, detect_format, open_parquet, read_records
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.score_job import ScoreConfig, atomic_write, claim_directory, job_record, output_lock
+from edge_sent.runtime.score_job import RERUN, ScoreConfig, claim_directory, job_record, output_lock
 
 __all__ = ["ScoreConfig", "ScoreStats", "score"]
 
@@ -117,7 +118,9 @@ def score(classifier: Classifier, config: ScoreConfig, progress: Callable[[int],
         stats = ScoreStats()
         started = time.perf_counter()
         for shard in pending_shards(config, stats):
-            atomic_write(shard.target, score_shard(classifier, str(shard.source), shard.rows, config.batch_size))
+            atomic_write(
+                shard.target, score_shard(classifier, str(shard.source), shard.rows, config.batch_size), rerun=RERUN
+            )
             stats.shards_written += 1
             stats.rows += len(shard.rows)
             if progress is not None:

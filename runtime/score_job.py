@@ -16,10 +16,8 @@ whole run: a second run on the same folder stops at once, before it touches anyt
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +26,14 @@ from typing import Any
 
 import onnxruntime as ort
 
+from edge_sent.atomic import atomic_write
 from edge_sent.errors import EdgeSentError
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.cpu_identity import cpu_fingerprint, describe_change
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
 from edge_sent.variants import VARIANTS
+
+RERUN = "rerun the same command, which keeps the finished shards"  # what a rerun does, in write errors
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
@@ -175,7 +176,7 @@ def claim_directory(out: Path, job: dict[str, Any]) -> None:
         return
     if any(out.glob(SHARD_GLOB)):
         raise EdgeSentError(f"{out} holds shards but no {JOB_FILE}: use another --out")
-    atomic_write(path, json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(path, json.dumps(job, indent=2, ensure_ascii=False) + "\n", rerun=RERUN)
 
 
 @contextmanager
@@ -199,22 +200,3 @@ def output_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
-
-
-def atomic_write(path: Path, text: str, rerun: str = "rerun the same command, which keeps the finished shards") -> None:
-    """Write `path` whole or not at all: a temporary file, fsynced, renamed over it. On an OS error (a full disk, a
-    read-only folder) the temporary file is removed and the error is one line, ending in `rerun`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):  # (it may never have been made: a missing folder)
-            tmp.unlink(missing_ok=True)
-        raise EdgeSentError(
-            f"cannot write {path}: {exc.strerror or exc}; nothing of it was kept: free space (or fix the folder) and "
-            f"{rerun}"
-        ) from None

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from edge_sent.atomic import atomic_write
 from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Record
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.score import ScoreStats, check_inputs, pending_shards, score_shard
 from edge_sent.runtime.score_job import (
+    RERUN,
     ScoreConfig,
-    atomic_write,
     claim_directory,
     job_record,
     model_changes,
@@ -88,7 +89,7 @@ class ShardScorer:
                 Record(int(n), str(t), None, None if i is None else str(i))
                 for n, t, i in zip(lines, texts, ids, strict=True)
             ]
-            atomic_write(Path(target), score_shard(self.classifier, str(source), rows, self.batch_size))
+            atomic_write(Path(target), score_shard(self.classifier, str(source), rows, self.batch_size), rerun=RERUN)
             written.append(len(rows))
         return {"rows": np.asarray(written, dtype=np.int64)}
 

@@ -75,11 +75,11 @@ def eval_cmd(
 
     Accuracy, per-label precision/recall/F1, the confusion matrix, calibration (ECE) and texts/s; `--report`
     writes them as one HTML page."""
+    from edge_sent.atomic import atomic_write
     from edge_sent.labeled import DataConfig, label_ids, load_labeled
     from edge_sent.runtime import Classifier
     from edge_sent.runtime.evaluation import LoadOptions, compare_variants, evaluate
     from edge_sent.runtime.report_html import render
-    from edge_sent.runtime.score_job import atomic_write
     from edge_sent.runtime.session import SessionConfig, resolve_provider
     from edge_sent.runtime.verdict import decide_here
 
@@ -119,7 +119,7 @@ def eval_cmd(
             "comparison": comparison,
             "verdict": verdict.as_dict() | {"sentence": verdict.sentence()},
         }
-        atomic_write(report_path, render(page), rerun="rerun the same command")
+        atomic_write(report_path, render(page))
         report["comparison"] = comparison
         report["verdict"] = page["verdict"]
         report["report"] = str(report_path)
