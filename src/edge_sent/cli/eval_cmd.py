@@ -13,7 +13,7 @@ import typer
 from edge_sent.cli import info_view
 from edge_sent.cli.common import console, err_console, print_json, user_errors
 from edge_sent.cli.info_view import say, show
-from edge_sent.cli.runtime_cmds import MinAgreementOpt, PrecisionOpt, ProbeOpt, ProviderOpt, ThreadsOpt, VariantOpt
+from edge_sent.cli.options import MinAgreementOpt, PrecisionOpt, ProbeOpt, ProviderOpt, ThreadsOpt, VariantOpt
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import MIN_AGREEMENT
 

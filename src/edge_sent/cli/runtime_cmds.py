@@ -11,38 +11,11 @@ import typer
 from rich.table import Table
 
 from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
+from edge_sent.cli.options import MinAgreementOpt, PrecisionOpt, ProbeOpt, ProviderOpt, ThreadsOpt, VariantOpt
 from edge_sent.contract import MANIFEST, read_manifest, verify_bundle
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
-from edge_sent.providers import PROVIDER_HELP, PROVIDERS
-from edge_sent.variants import variant_help
-
-VariantOpt = Annotated[str, typer.Option(help=variant_help())]
-ProviderOpt = Annotated[str, typer.Option(help=f"{PROVIDER_HELP}.")]
-PrecisionOpt = Annotated[
-    str, typer.Option(help="OpenVINO only: fp32, bf16, or auto (bf16 where the CPU has AVX-512 BF16 or AMX).")
-]
-ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")]
-MinAgreementOpt = Annotated[
-    float,
-    typer.Option(
-        min=0.0,
-        max=1.0,
-        help="Share of the host-check texts (0 to 1) on which a quantized variant must give fp32's label for "
-        "--variant auto to take it.",
-    ),
-]
-
-
-ProbeOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--probe/--no-probe",
-        help="--variant auto: decide from speed and fidelity measured on this host (once per host, cached; the "
-        "default unless EDGE_SENT_PROBE=0), or from the export's recorded ranking (--no-probe).",
-        show_default=False,
-    ),
-]
+from edge_sent.providers import PROVIDERS
 
 
 def moving_variants(platforms: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -9,7 +9,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edge_sent.cli.common import err_console, print_json, user_errors
-from edge_sent.cli.runtime_cmds import PrecisionOpt, ProviderOpt, ThreadsOpt, VariantOpt
+from edge_sent.cli.options import PrecisionOpt, ProviderOpt, ThreadsOpt, VariantOpt
 
 
 @user_errors

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edge_sent.cli.common import user_errors
-from edge_sent.cli.runtime_cmds import PrecisionOpt, ProviderOpt, ThreadsOpt, VariantOpt
+from edge_sent.cli.options import PrecisionOpt, ProviderOpt, ThreadsOpt, VariantOpt
 from edge_sent.errors import EdgeSentError
 
 

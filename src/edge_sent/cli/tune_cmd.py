@@ -9,7 +9,7 @@ import typer
 
 from edge_sent.cli.common import print_json, user_errors
 from edge_sent.cli.info_view import host_speed, say
-from edge_sent.cli.runtime_cmds import MinAgreementOpt, PrecisionOpt, ProviderOpt, ThreadsOpt
+from edge_sent.cli.options import MinAgreementOpt, PrecisionOpt, ProviderOpt, ThreadsOpt
 from edge_sent.fidelity import MIN_AGREEMENT, HostMeasure
 
 
