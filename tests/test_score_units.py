@@ -15,12 +15,13 @@ from typing import Any
 import onnxruntime as ort
 import pytest
 
+from edge_sent import atomic
 from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Record
 from edge_sent.runtime import score_job
 from edge_sent.runtime.score import ScoreConfig, ScoreStats, check_inputs, score, score_shard, shard_path, shards
 from edge_sent.runtime.score_job import (
-    atomic_write,
+    RERUN,
     changes,
     claim_directory,
     host_dependent,
@@ -348,28 +349,32 @@ def test_the_lock_is_exclusive_held_for_the_block_and_released(tmp_path: Path) -
         pass
 
 
-def test_atomic_write_is_whole_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "part.jsonl"
-    synced: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(score_job.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
-    atomic_write(target, "好\n")
-    assert target.read_text(encoding="utf-8") == "好\n" and synced and os.listdir(tmp_path) == ["part.jsonl"]
-    seen: list[str] = []
+def test_a_write_that_fails_keeps_nothing_of_it_and_says_a_rerun_keeps_the_finished_shards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _jsonl(tmp_path / "a.jsonl", ["好1", "好2", "好3"])
+    real_replace = os.replace
+    failing = {"part-000-000001.jsonl"}
 
-    def failing_replace(src: Path, dst: Path) -> None:
-        seen.append(Path(src).name)
-        assert Path(src).read_text(encoding="utf-8") == "new"  # written and flushed before the rename
-        raise OSError(28, "No space left on device")
+    def replace(src: Path, dst: Path) -> None:
+        if Path(dst).name in failing:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
 
-    monkeypatch.setattr(score_job.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    out = tmp_path / "o"
+    config = ScoreConfig(inputs=(source,), out=out, shard_size=1)
     with pytest.raises(EdgeSentError) as full:
-        atomic_write(target, "new")
-    assert seen == [f".part.jsonl.{os.getpid()}.tmp"]
+        score(_clf(tmp_path), config)  # type: ignore[arg-type]
     assert str(full.value) == (
-        f"cannot write {target}: No space left on device; nothing of it was kept: free space (or fix the folder) "
-        "and rerun the same command, which keeps the finished shards"
+        f"cannot write {out / 'part-000-000001.jsonl'}: No space left on device; nothing of it was kept: free space "
+        f"(or fix the folder) and {RERUN}"
     )
-    assert os.listdir(tmp_path) == ["part.jsonl"] and target.read_text(encoding="utf-8") == "好\n"
-    with pytest.raises(EdgeSentError, match=r"No such file or directory; .* and try again$"):
-        atomic_write(tmp_path / "missing" / "x", "x", rerun="try again")
+    assert RERUN == "rerun the same command, which keeps the finished shards"
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "job.json", "part-000-000000.jsonl"]
+    failing = {"job.json"}
+    with pytest.raises(EdgeSentError, match=rf"cannot write .*job\.json: .*; nothing of it was kept: .* {RERUN}$"):
+        score(_clf(tmp_path), ScoreConfig(inputs=(source,), out=tmp_path / "o2"))  # type: ignore[arg-type]
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == [".lock"]
+    failing = set()
+    assert score(_clf(tmp_path), config).shards_written == 2  # type: ignore[arg-type]  # the rerun finishes
