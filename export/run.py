@@ -39,6 +39,7 @@ from edge_sent.export.prepare import ExportConfig, Prepared, prepare
 from edge_sent.export.strings import build as strings
 from edge_sent.export.variants import BUILDERS, BuildInputs
 from edge_sent.host_check import write_host_check
+from edge_sent.metrics import agreement
 from edge_sent.progress import stderr
 from edge_sent.rundir import RunMeta
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
@@ -180,14 +181,14 @@ def measure_variant(job: Prepared, tmp: Path, entry: dict, ref: Reference) -> No
     logits, probs = verify.onnx_outputs(engine, job.verify_texts, batch_size=VERIFY_BATCH)
     entry["verified_on"] = engine.providers[0]
     entry["vs_torch"] = {"max_abs_dlogit": float(np.abs(ref.torch_logits - logits).max())}
-    entry["vs_fp32"] = verify.agreement(ref.probs, probs)
+    entry["vs_fp32"] = agreement(ref.probs, probs)
     entry["verification_labels"] = probs.argmax(axis=1).tolist()
     _, host_probs = verify.onnx_outputs(engine, job.host_check_texts, batch_size=HOST_CHECK_BATCH)
-    entry["host_check_vs_fp32"] = verify.agreement(ref.host_probs, host_probs)
+    entry["host_check_vs_fp32"] = agreement(ref.host_probs, host_probs)
     if job.eval_set is not None and ref.eval_probs is not None:
         _, probs_eval = verify.onnx_outputs(engine, job.eval_set[0], batch_size=EVAL_BATCH)
         entry["eval_accuracy"] = verify.accuracy(probs_eval, job.eval_set[1])
-        entry["eval_vs_fp32"] = verify.agreement(ref.eval_probs, probs_eval)
+        entry["eval_vs_fp32"] = agreement(ref.eval_probs, probs_eval)
 
 
 def manifest_record(job: Prepared, variants: dict[str, dict]) -> dict:

@@ -19,8 +19,6 @@ from edge_sent.tokenization import Tokenizer
 from edge_sent.train.model import SentimentModel
 from edge_sent.variants import VARIANT_TABLE
 
-__all__ = ["agreement"]  # re-exported: the runtime's host check computes it the same way
-
 
 def sample_texts(texts: list[str], n: int, seed: int = 0) -> list[str]:
     """Up to n distinct non-empty texts drawn at random (seeded): the corpus's own length distribution, so that
