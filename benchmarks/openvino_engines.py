@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_sent.contract import TOKENIZER, check_file, read_manifest
+from edge_sent.contract import TOKENIZER, read_manifest
+from edge_sent.integrity import check_file
 from edge_sent.readers import read_records
 from edge_sent.tokenization import Tokenizer
 

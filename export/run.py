@@ -28,9 +28,7 @@ from edge_sent.contract import (
     PORTABLE_FILE,
     TOKENIZER,
     TOKENIZER_CONFIG,
-    VARIANT_FILES,
     write_json,
-    write_manifest,
 )
 from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, refit, runners, verify
@@ -39,12 +37,13 @@ from edge_sent.export.prepare import ExportConfig, Prepared, prepare
 from edge_sent.export.strings import build as strings
 from edge_sent.export.variants import BUILDERS, BuildInputs
 from edge_sent.host_check import write_host_check
+from edge_sent.integrity import write_manifest
 from edge_sent.metrics import agreement
 from edge_sent.progress import stderr
 from edge_sent.rundir import RunMeta
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
 from edge_sent.runtime.measure import MeasureRequest
-from edge_sent.variants import REFERENCE, VARIANTS
+from edge_sent.variants import REFERENCE, VARIANT_FILES, VARIANTS
 
 __all__ = ["ExportConfig", "export_bundle"]
 

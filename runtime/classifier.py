@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from edge_sent.candidates import parse_candidate
-from edge_sent.contract import TOKENIZER, Manifest, check_file, check_graph, read_manifest
+from edge_sent.contract import TOKENIZER, Manifest, read_manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
+from edge_sent.integrity import check_file, check_graph
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, PROBABILITIES, Engine
 from edge_sent.runtime.host_probe import HostProbe, probing_enabled
 from edge_sent.runtime.openvino_engine import create_engine

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_sent.contract import TOKENIZER, Manifest, check_file
+from edge_sent.contract import TOKENIZER, Manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import (
     MIN_AGREEMENT,
@@ -34,6 +34,7 @@ from edge_sent.fidelity import (
     recorded,
 )
 from edge_sent.host_check import read_host_check
+from edge_sent.integrity import check_file
 from edge_sent.metrics import agreement
 from edge_sent.runtime import host_cache
 from edge_sent.runtime.engine import Engine

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from edge_sent.candidates import Candidate, parse_candidate
-from edge_sent.contract import check_graph, read_manifest
+from edge_sent.contract import read_manifest
 from edge_sent.fidelity import HostMeasure, host_choice
+from edge_sent.integrity import check_graph
 from edge_sent.runtime import engine_candidates as candidates_module
 from edge_sent.runtime import host_probe
 from edge_sent.runtime.engine import Engine

@@ -10,10 +10,12 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_sent.contract import TMP_PREFIX, VARIANT_FILES, sha256_file, verify_bundle
+from edge_sent.contract import TMP_PREFIX, sha256_file
 from edge_sent.errors import EdgeSentError
 from edge_sent.export import graph, quantize, verify
 from edge_sent.export.run import ExportConfig, export_bundle
+from edge_sent.integrity import verify_bundle
+from edge_sent.variants import VARIANT_FILES
 from tests.conftest import DATA, assert_user_error, run_cli, train_on_chnsenticorp
 
 

@@ -258,3 +258,33 @@ def test_host_choice_never_falls_back_to_a_candidate_it_passed_over() -> None:
     only_block = _manifest(fp32={}, int8={}, int8_block={})
     fast = {"int8": _fast(slowest=3.0), "int8-block": _fast(slowest=2.0)}
     assert host_choice(only_block, "cpu", fast, among={"int8-block", "fp32"}).variant == "int8-block"
+
+
+def test_the_records_cannot_be_changed_after_the_fact() -> None:
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        Measured(0.9, "eval set", "cpu").agreement = 1.0  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        HostMeasure("int8", {}, {}).agreement = 1.0  # type: ignore[misc]
+
+
+def test_a_variant_the_table_does_not_know_is_read_from_its_cpu_record() -> None:
+    m = _manifest(custom={"vs_fp32": _agr(0.99)})
+    assert recorded(m.variants["custom"], "cpu") == Measured(0.99, "verification texts", "cpu")
+    assert recorded(m.variants["custom"], "openvino") == Measured(0.99, "verification texts", "cpu")
+
+
+def test_a_candidate_slow_at_one_shape_does_not_hide_the_next_one() -> None:
+    m = _manifest(fp32={}, int8={}, int8_block={})
+    spiky = HostMeasure("int8", {}, {"1 text": 1.0, "8 texts": 10.0}, 1.0, 0.0, 100)  # ranked first (typical 3.2)
+    steady = HostMeasure("int8-block", {}, {"1 text": 2.0, "8 texts": 2.0}, 1.0, 0.0, 100)
+    assert host_choice(m, "cpu", {"int8": spiky, "int8-block": steady}).variant == "int8-block"
+
+
+def test_unprobed_candidates_are_listed_in_the_tables_order() -> None:
+    m = _manifest(fp32={}, int8={}, int8_block={})
+    choice = host_choice(m, "cpu", {"int8-block": HostMeasure("int8-block", {}, {})})
+    assert (
+        choice.reason == "the faithful float path (int8: not probed on this host; int8-block: not probed on this host)"
+    )

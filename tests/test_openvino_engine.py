@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sent.contract import TOKENIZER, check_file, read_manifest
+from edge_sent.contract import TOKENIZER, read_manifest
 from edge_sent.fidelity import HostMeasure
+from edge_sent.integrity import check_file
 from edge_sent.runtime import Classifier, host_cache
 from edge_sent.runtime.engine import Engine
 from edge_sent.runtime.host_probe import HostProbe

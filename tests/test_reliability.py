@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sent.contract import TMP_PREFIX, file_entry, verify_bundle
+from edge_sent.contract import TMP_PREFIX
 from edge_sent.errors import BundleError
+from edge_sent.integrity import file_entry, verify_bundle
 from edge_sent.runtime import Classifier
 from tests.conftest import DATA, ROOT, run_cli
 

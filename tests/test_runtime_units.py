@@ -21,8 +21,9 @@ from tokenizers import models, pre_tokenizers, processors
 
 from edge_sent import readers
 from edge_sent.assets import __file__ as assets
-from edge_sent.contract import MANIFEST, Manifest, check_file, read_manifest, verify_bundle, write_manifest
+from edge_sent.contract import MANIFEST, Manifest, read_manifest
 from edge_sent.errors import BundleError, EdgeSentError
+from edge_sent.integrity import check_file, verify_bundle, write_manifest
 from edge_sent.labeled import LabeledData, label_ids, label_set
 from edge_sent.metrics import classification_report, confusion, macro_f1
 from edge_sent.providers import provider_spec

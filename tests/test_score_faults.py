@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_sent.contract import MANIFEST, file_entry
+from edge_sent.contract import MANIFEST
+from edge_sent.integrity import file_entry
 from edge_sent.runtime.score_job import changes
 from tests.conftest import DATA, ROOT, assert_user_error, run_cli
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from edge_sent.errors import BundleError
 from edge_sent.external_data import check_external_data
-from edge_sent.variants import QUANTIZE_CHOICES, VARIANT_FILES, VARIANTS
-
-__all__ = ["QUANTIZE_CHOICES", "VARIANT_FILES"]  # re-exported: the table lives in edge_sent.variants
+from edge_sent.variants import VARIANTS
 
 FORMAT = "edge-sent/bundle"
 FORMAT_VERSION = 1  # what this edge-sent writes; it reads MIN_FORMAT_VERSION..FORMAT_VERSION
@@ -61,10 +59,6 @@ class FileEntry:
 def strings_file_name(variant_file: str) -> str:
     """`model_quantized.onnx` -> `model_quantized_strings.onnx`."""
     return variant_file.removesuffix(".onnx") + STRINGS_SUFFIX
-
-
-def file_entry(path: Path) -> dict[str, Any]:
-    return asdict(FileEntry.of(path))
 
 
 @dataclass(frozen=True)
@@ -286,16 +280,6 @@ def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_manifest(directory: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file in the directory into the record, validate it as a reader would, write it (last)."""
-    data = dict(record) | {
-        "files": {p.name: file_entry(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
-    }
-    parse_manifest(directory, data, directory / MANIFEST)
-    write_json(directory / MANIFEST, data)
-    return data
-
-
 def read_manifest(bundle_dir: Path | str) -> Manifest:
     root = Path(bundle_dir)
     if not root.is_dir():
@@ -308,48 +292,3 @@ def read_manifest(bundle_dir: Path | str) -> Manifest:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
     return parse_manifest(root, data, path)
-
-
-def check_file(manifest: Manifest, name: str) -> Path:
-    """Check one bundle file against its manifest entry; return its path or raise naming the file."""
-    if Path(name).name != name or name in ("", ".", ".."):
-        raise BundleError(f"{manifest.root / MANIFEST}: file name {name!r} points outside the bundle")
-    entry = manifest.files.get(name)
-    path = manifest.root / name
-    if entry is None:
-        raise BundleError(f"{path}: not listed in the manifest")
-    if not path.is_file():
-        raise BundleError(f"{path}: missing")
-    size = path.stat().st_size
-    if size != entry.bytes:
-        raise BundleError(f"{path}: altered (size {size} bytes, manifest says {entry.bytes})")
-    if sha256_file(path) != entry.sha256:
-        raise BundleError(f"{path}: altered (sha256 does not match the manifest)")
-    return path
-
-
-def check_graph(manifest: Manifest, name: str) -> Path:
-    """Check a graph file and every external-data file it references against the manifest; return its path."""
-    path = check_file(manifest, name)
-    for data_file in check_external_data(path, set(manifest.files)):
-        check_file(manifest, data_file)
-    return path
-
-
-def verify_bundle(bundle_dir: Path | str) -> list[str]:
-    """Check every file of the manifest; return the problems found (empty when the bundle is intact)."""
-    manifest = read_manifest(bundle_dir)
-    problems = []
-    for name in sorted(manifest.files):
-        try:
-            check_file(manifest, name)
-        except BundleError as exc:
-            problems.append(str(exc))
-    for variant in sorted(manifest.variants):
-        path = manifest.root / manifest.variant_file(variant)
-        if path.is_file():
-            try:
-                check_external_data(path, set(manifest.files))
-            except BundleError as exc:
-                problems.append(str(exc))
-    return problems

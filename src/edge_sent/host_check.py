@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sent.contract import Manifest, check_file
+from edge_sent.contract import Manifest
 from edge_sent.errors import BundleError
+from edge_sent.integrity import check_file
 
 
 def read_host_check(manifest: Manifest) -> tuple[list[str], np.ndarray]:

@@ -12,9 +12,10 @@ from rich.table import Table
 
 from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
 from edge_sent.cli.options import MinAgreementOpt, PrecisionOpt, ProbeOpt, ProviderOpt, ThreadsOpt, VariantOpt
-from edge_sent.contract import MANIFEST, read_manifest, verify_bundle
+from edge_sent.contract import MANIFEST, read_manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
+from edge_sent.integrity import verify_bundle
 from edge_sent.providers import PROVIDERS
 
 
