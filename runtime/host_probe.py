@@ -1,8 +1,8 @@
 """`auto` decided on the machine that runs the bundle: a short speed probe and a fidelity rerun, cached per host.
 
-Speed: each quantized candidate and the float path run side by side (rotated rounds, p50) at two shapes, one
-text and a batch of `PROBE_BATCH` texts, both at the bundle's typical length (the median token count of its
-host-check texts). Fidelity: the candidate reruns the bundle's host-check texts here and is compared with the
+Speed: each candidate and the float path run side by side (rotated blocks of consecutive runs, p50) at two
+shapes, one text and a batch of `PROBE_BATCH` texts, both at the bundle's typical length (the median token count
+of its host-check texts). Fidelity: the candidate reruns the bundle's host-check texts here and is compared with the
 fp32 probabilities the export recorded for them; measured lazily, fastest candidate first, only for candidates
 that beat the float path. The rule is `edge_sent.fidelity.host_choice`; the cache `host_cache`.
 """
@@ -57,12 +57,17 @@ def probing_enabled(probe: bool | None = None) -> bool:
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """How long the speed probe runs: at least `min_rounds` rotated rounds, then until `budget_s` of timed runs
-    per shape have passed or `max_rounds` are done."""
+    """How long the speed probe runs, per candidate and shape: the candidate and the float path in rotated blocks
+    of `block` timed runs, each block after `warmup` untimed runs (an engine's first run at a new shape compiles
+    it, OpenVINO's notably; its first run after another engine ran finds its threads cold or the other's still
+    spinning), at least `min_runs` timed runs each, then more rounds while `budget_s` still holds one, up to
+    `max_runs`. The budget is each candidate's own: a second engine's candidates do not shorten the others'."""
 
-    budget_s: float = 1.0
-    min_rounds: int = 3
-    max_rounds: int = 25
+    budget_s: float = 0.5
+    min_runs: int = 3
+    max_runs: int = 18
+    block: int = 3
+    warmup: int = 1
     clock: Callable[[], float] = field(default=time.perf_counter, compare=False)
     notify: Callable[[str], None] | None = field(default=None, compare=False)  # None: a note on stderr
 
@@ -96,23 +101,27 @@ def probe_batches(tokenizer: Tokenizer, texts: list[str], typical: int) -> dict[
 def time_variants(
     engines: dict[str, Engine], batches: dict[str, Batch], settings: ProbeSettings
 ) -> dict[str, dict[str, float]]:
-    """p50 milliseconds of every engine at every shape, in rotated rounds so that drift hits all alike."""
+    """p50 milliseconds of every engine at every shape, in blocks of consecutive runs (as a loaded engine runs:
+    one after another) whose untimed head absorbs what the switch costs, rotated so that drift hits all alike."""
     names = list(engines)
     ms: dict[str, dict[str, float]] = {name: {} for name in names}
+    clock = settings.clock
     for shape, batch in batches.items():
         feeds = batch.feeds()
-        for name in names:  # warm-up: first-run allocations are not the variant's speed
-            engines[name].run(feeds)
         samples: dict[str, list[float]] = {name: [] for name in names}
-        spent, rounds = 0.0, 0
-        while rounds < settings.max_rounds and (rounds < settings.min_rounds or spent < settings.budget_s):
+        started, rounds, last_round = clock(), 0, 0.0
+        while len(samples[names[0]]) < settings.min_runs or (  # then only a round the budget still holds
+            len(samples[names[0]]) < settings.max_runs and clock() - started + last_round <= settings.budget_s
+        ):
+            round_started = clock()
             for name in names[rounds % len(names) :] + names[: rounds % len(names)]:
-                started = settings.clock()
-                engines[name].run(feeds)
-                elapsed = settings.clock() - started
-                samples[name].append(elapsed)
-                spent += elapsed
-            rounds += 1
+                for _ in range(settings.warmup):  # untimed: a new shape's compile, the switch from the other engine
+                    engines[name].run(feeds)
+                for _ in range(settings.block):
+                    begun = clock()
+                    engines[name].run(feeds)
+                    samples[name].append(clock() - begun)
+            rounds, last_round = rounds + 1, clock() - round_started
         for name in names:
             ms[name][shape] = float(np.median(samples[name])) * 1000
     return ms
@@ -218,17 +227,16 @@ class HostProbe:
 
     def measure_speed(self, candidates: list[str]) -> dict[str, HostMeasure]:
         """Each candidate side by side with the float path, one candidate's session at a time (never all of them
-        at once: a device that holds one variant beside fp32 survives its first load), the probe's time budget
-        shared between them. The table's fastest is timed last: the rule asks for its fidelity first, and its
+        at once: a device that holds one variant beside fp32 survives its first load), each pair with its own time
+        budget (`ProbeSettings`). The table's fastest is timed last: the rule asks for its fidelity first, and its
         session is still there."""
         reference = self.reference
         check = self._host_check()
         typical = self.manifest.host_check.typical_length if self.manifest.host_check else 64
         batches = probe_batches(self.tokenizer, check[0] if check else [], min(typical, self.manifest.max_length))
-        settings = replace(self.settings, budget_s=self.settings.budget_s / max(1, len(candidates)))
         measured: dict[str, HostMeasure] = {}
         for name in reversed(candidates):
-            ms = time_variants({reference: self._load(reference), name: self._load(name)}, batches, settings)
+            ms = time_variants({reference: self._load(reference), name: self._load(name)}, batches, self.settings)
             measured[name] = HostMeasure(name, ms[name], {s: ms[reference][s] / ms[name][s] for s in ms[name]})
             measured.setdefault(reference, HostMeasure(reference, ms[reference], dict.fromkeys(ms[reference], 1.0)))
         return {name: measured[name] for name in (reference, *candidates) if name in measured}

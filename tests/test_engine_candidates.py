@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_sent.candidates import Candidate, parse_candidate
@@ -16,7 +17,7 @@ from edge_sent.integrity import check_graph
 from edge_sent.runtime import engine_candidates as candidates_module
 from edge_sent.runtime import host_probe
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.host_probe import HostProbe, ProbeSettings
+from edge_sent.runtime.host_probe import HostProbe, ProbeSettings, time_variants
 from edge_sent.runtime.session import SessionConfig
 
 F32, BF16 = "fp32@openvino-fp32", "fp32@openvino-bf16"
@@ -28,10 +29,12 @@ class FakeHost:
     def __init__(self, monkeypatch, costs: dict[str, float], agreements: dict[str, float], batch=None) -> None:
         self.now = 0.0
         self.batch_checked: list[str] = []
+        self.runs: list[str] = []
         real_run = Engine.run
 
         def run(engine, feeds, outputs=("probabilities",)):
             self.now += costs[engine.candidate] * len(feeds["input_ids"])
+            self.runs.append(engine.candidate)
             return real_run(engine, feeds, outputs)
 
         def load(name, manifest, tokenizer, config):
@@ -151,3 +154,63 @@ def test_the_profile_key_holds_the_engine_version(bundle, monkeypatch) -> None:
     assert not decide(bundle, FakeHost(monkeypatch, costs, fidelity), refresh=False)[1].probed  # cached
     openvino_host(monkeypatch, bf16=False, version="2027.0.0")
     assert decide(bundle, FakeHost(monkeypatch, costs, fidelity), refresh=False)[1].probed  # a new OpenVINO: again
+
+
+class SwitchingEngine:
+    """An engine on a fake clock whose first run at a shape compiles it and whose first run after another engine's
+    costs extra (its threads cold, the other's spinning), as OpenVINO beside onnxruntime measured here."""
+
+    def __init__(self, host: dict, name: str, per_text: float) -> None:
+        self.host, self.name, self.per_text, self.shapes = host, name, per_text, set()
+
+    def run(self, feeds: dict) -> list:
+        shape = feeds["input_ids"].shape
+        cost = self.per_text * shape[0]
+        if shape not in self.shapes:
+            cost += 0.5  # the first run at a new shape compiles it
+        elif self.host["last"] != self.name:
+            cost += 0.02  # the first run after the other engine's
+        self.shapes.add(shape)
+        self.host["now"] += cost
+        self.host["last"] = self.name
+        return []
+
+
+class FakeBatch:
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def feeds(self) -> dict:
+        return {"input_ids": np.zeros((self.rows, 16), dtype=np.int64)}
+
+
+def test_the_probe_times_each_engine_as_it_runs_alone_not_its_compile_nor_the_switch() -> None:
+    """What a loaded engine costs run after run: a shape's compile and a switch between engines are not timed."""
+    host = {"now": 0.0, "last": None}
+    engines = {"fp32": SwitchingEngine(host, "fp32", 0.010), BF16: SwitchingEngine(host, BF16, 0.004)}
+    settings = ProbeSettings(clock=lambda: host["now"], notify=lambda message: None)
+    ms = time_variants(engines, {"1 text": FakeBatch(1), "8 texts": FakeBatch(8)}, settings)
+    assert ms == {
+        "fp32": {"1 text": pytest.approx(10.0), "8 texts": pytest.approx(80.0)},
+        BF16: {"1 text": pytest.approx(4.0), "8 texts": pytest.approx(32.0)},
+    }
+
+
+def test_each_candidate_has_its_own_budget_and_the_plain_install_probes_no_longer(bundle, monkeypatch) -> None:
+    """A fast host: OpenVINO's two candidates do not shorten the others' probe; a slow host's plain install (no
+    OpenVINO) runs each engine 1 untimed + 3 timed times per shape and candidate, as it always did."""
+    fast = {"fp32": 0.002, "int8": 0.001, "int8-block": 0.0025, F32: 0.0015, BF16: 0.0008}
+    fidelity = {"int8": 0.93, "int8-block": 0.99, F32: 1.0, BF16: 0.995}
+    monkeypatch.setattr(candidates_module, "runtime_available", lambda machine=None: False)
+    plain = FakeHost(monkeypatch, fast, fidelity)
+    decide(bundle, plain)
+    plain_int8 = plain.runs.count("int8")  # (a later FakeHost's runs pass through this one's too)
+    openvino_host(monkeypatch, bf16=True)
+    both = FakeHost(monkeypatch, fast, fidelity)
+    decide(bundle, both)
+    assert both.runs.count(BF16) > 0 and both.runs.count("int8") == plain_int8
+    monkeypatch.setattr(candidates_module, "runtime_available", lambda machine=None: False)
+    slow = FakeHost(monkeypatch, {"fp32": 0.0755, "int8": 0.0395, "int8-block": 0.1003}, fidelity)
+    decide(bundle, slow)
+    assert slow.runs.count("int8") == slow.runs.count("int8-block") == 2 * (1 + 3)
+    assert slow.runs.count("fp32") == 2 * 2 * (1 + 3)
