@@ -4,9 +4,11 @@ settings that make a killed or concurrent writer safe, one transaction per batch
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import threading
 import time
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +91,8 @@ def test_a_newer_schema_is_refused_and_the_connection_closed(tmp_path: Path, mon
         return opened[-1]
 
     monkeypatch.setattr(fs.sqlite3, "connect", connect)
-    with pytest.raises(EdgeSentError, match=r"schema version 2 is newer than this edge-sent"):
+    where = re.escape(str(tmp_path / STORE_FILE))
+    with pytest.raises(EdgeSentError, match=rf"^feature store {where}: schema version 2 is newer than this edge-sent$"):
         FeatureStore(tmp_path)
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         opened[0].execute("SELECT 1")
@@ -122,6 +125,8 @@ def test_put_then_get_by_position_across_lookup_chunks(tmp_path: Path) -> None:
         for position, vector in lookup.found.items():
             np.testing.assert_array_equal(vector, vectors[::2][position - first_stored])
         assert store.get([], DIM).found == {}
+        with pytest.raises(FrozenInstanceError):
+            lookup.rejected = 1  # type: ignore[misc]
 
 
 def test_get_counts_rows_rejected_by_their_check(tmp_path: Path) -> None:
