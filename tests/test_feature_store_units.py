@@ -126,7 +126,7 @@ def test_put_then_get_by_position_across_lookup_chunks(tmp_path: Path) -> None:
             np.testing.assert_array_equal(vector, vectors[::2][position - first_stored])
         assert store.get([], DIM).found == {}
         with pytest.raises(FrozenInstanceError):
-            lookup.rejected = 1  # type: ignore[misc]
+            lookup.rejected = 1
 
 
 def test_get_counts_rows_rejected_by_their_check(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_a_batch_that_fails_midway_leaves_none_of_its_rows(tmp_path: Path) -> No
     with FeatureStore(tmp_path) as store:
         store.put(keys[:1], vectors[:1])
         real = store._conn
-        store._conn = _FailsMidway(real)  # type: ignore[assignment]
+        store._conn = _FailsMidway(real)
         with pytest.raises(EdgeSentError, match=rf"^feature store {tmp_path / STORE_FILE}: disk I/O error \("):
             store.put(_keys(2, "new"), vectors[:2])
         store._conn = real

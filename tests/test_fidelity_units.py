@@ -264,9 +264,9 @@ def test_the_records_cannot_be_changed_after_the_fact() -> None:
     from dataclasses import FrozenInstanceError
 
     with pytest.raises(FrozenInstanceError):
-        Measured(0.9, "eval set", "cpu").agreement = 1.0  # type: ignore[misc]
+        Measured(0.9, "eval set", "cpu").agreement = 1.0
     with pytest.raises(FrozenInstanceError):
-        HostMeasure("int8", {}, {}).agreement = 1.0  # type: ignore[misc]
+        HostMeasure("int8", {}, {}).agreement = 1.0
 
 
 def test_a_variant_the_table_does_not_know_is_read_from_its_cpu_record() -> None:

@@ -97,7 +97,7 @@ def test_shard_names_and_cuts() -> None:
 def test_a_shards_lines_carry_the_id_the_line_and_the_answer(tmp_path: Path) -> None:
     clf = _clf(tmp_path)
     rows = [Record(2, "很好", id="好评"), Record(5, "差")]
-    text = score_shard(clf, "in.tsv", rows, batch_size=7)  # type: ignore[arg-type]
+    text = score_shard(clf, "in.tsv", rows, batch_size=7)
     assert text.endswith("\n") and text.count("\n") == 2
     assert text.splitlines()[0] == '{"id": "好评", "line": 2, "label": "positive", "n": 2}'
     assert json.loads(text.splitlines()[1]) == {"id": "in.tsv:5", "line": 5, "label": "negative", "n": 1}
@@ -119,7 +119,7 @@ def test_the_summary() -> None:
 def test_input_checks_come_before_anything_is_written(tmp_path: Path) -> None:
     for sizes in ({"shard_size": -1}, {"batch_size": 0}, {"shard_size": 0, "batch_size": 0}):
         with pytest.raises(EdgeSentError, match=r"^--shard-size and --batch-size must be at least 1$"):
-            check_inputs(ScoreConfig(inputs=(), out=tmp_path, **sizes))  # type: ignore[arg-type]
+            check_inputs(ScoreConfig(inputs=(), out=tmp_path, **sizes))
     with pytest.raises(EdgeSentError, match=r"file not found$"):
         check_inputs(ScoreConfig(inputs=(tmp_path,), out=tmp_path / "o"))  # a folder is not an input file
     pytest.importorskip("pyarrow")
@@ -130,7 +130,7 @@ def test_input_checks_come_before_anything_is_written(tmp_path: Path) -> None:
     pq.write_table(pa.table({"other": ["好"]}), parquet)
     out = tmp_path / "o"
     with pytest.raises(EdgeSentError, match="text_a"):
-        score(_clf(tmp_path), ScoreConfig(inputs=(parquet,), out=out))  # type: ignore[arg-type]
+        score(_clf(tmp_path), ScoreConfig(inputs=(parquet,), out=out))
     assert not out.exists()
     check_inputs(ScoreConfig(inputs=(parquet,), out=out, text_column="other"))
 
@@ -142,7 +142,7 @@ def test_score_writes_every_shard_then_a_rerun_writes_only_the_missing_ones(tmp_
     config = ScoreConfig(inputs=(first, second), out=out, shard_size=2, batch_size=3)
     seen: list[int] = []
     clf = _clf(tmp_path)
-    stats = score(clf, config, progress=seen.append)  # type: ignore[arg-type]
+    stats = score(clf, config, progress=seen.append)
     assert (stats.rows, stats.shards_written, stats.shards_skipped, stats.resumed_rows) == (6, 4, 0, 0)
     assert stats.empty_skipped == 2 and seen == [2, 2, 1, 1] and 0 < stats.seconds < 60
     assert {batch for _, batch in clf.batches} == {3}
@@ -155,10 +155,10 @@ def test_score_writes_every_shard_then_a_rerun_writes_only_the_missing_ones(tmp_
     ]
     assert [row["line"] for row in lines["part-000-000001.jsonl"]] == [5, 6]  # empty rows skipped, lines kept
     assert lines["part-001-000000.jsonl"][0]["id"] == f"{second}:1"
-    assert json.loads((out / "job.json").read_text()) == job_record(config, clf)  # type: ignore[arg-type]
+    assert json.loads((out / "job.json").read_text()) == job_record(config, clf)
     assert (out / ".lock").is_file()
     (out / "part-000-000001.jsonl").unlink()
-    again = score(_clf(tmp_path), config)  # type: ignore[arg-type]
+    again = score(_clf(tmp_path), config)
     assert (again.rows, again.shards_written, again.shards_skipped, again.resumed_rows) == (2, 1, 3, 4)
     assert again.empty_skipped == 2 and _lines(out) == lines
 
@@ -167,24 +167,24 @@ def test_bad_rows_are_skipped_only_when_asked(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('{"text_a": "好"}\nnot json\n{"text_a": "差"}\n', encoding="utf-8")
     with pytest.raises(EdgeSentError, match=":2"):
-        score(_clf(tmp_path), ScoreConfig(inputs=(source,), out=tmp_path / "strict"))  # type: ignore[arg-type]
+        score(_clf(tmp_path), ScoreConfig(inputs=(source,), out=tmp_path / "strict"))
     config = ScoreConfig(inputs=(source,), out=tmp_path / "o", skip_bad_rows=True)
-    stats = score(_clf(tmp_path), config)  # type: ignore[arg-type]
+    stats = score(_clf(tmp_path), config)
     assert stats.rows == 2 and len(stats.bad_rows) == 1 and ":2" in stats.bad_rows[0]
 
 
 def test_which_answers_depend_on_the_host(tmp_path: Path) -> None:
-    assert not host_dependent(_clf(tmp_path))  # type: ignore[arg-type]
-    assert host_dependent(_clf(tmp_path, precision="bf16"))  # type: ignore[arg-type]
-    assert host_dependent(_clf(tmp_path, variant="int8"))  # type: ignore[arg-type]  # batch-dependent
-    assert host_dependent(_clf(tmp_path, variant="int8-block"))  # type: ignore[arg-type]  # integer kernels
-    assert host_dependent(_clf(tmp_path, variant="custom"))  # type: ignore[arg-type]  # nobody knows it
+    assert not host_dependent(_clf(tmp_path))
+    assert host_dependent(_clf(tmp_path, precision="bf16"))
+    assert host_dependent(_clf(tmp_path, variant="int8"))  # batch-dependent
+    assert host_dependent(_clf(tmp_path, variant="int8-block"))  # integer kernels
+    assert host_dependent(_clf(tmp_path, variant="custom"))  # nobody knows it
     # a float variant the manifest calls batch-dependent
-    assert host_dependent(FakeClassifier(_Manifest(tmp_path, ("fp32",))))  # type: ignore[arg-type]
+    assert host_dependent(FakeClassifier(_Manifest(tmp_path, ("fp32",))))
 
 
 def test_the_model_record(tmp_path: Path) -> None:
-    steady = model_record(_clf(tmp_path, providers=["OpenVINOExecutionProvider", "CPU"]), 64)  # type: ignore[arg-type]
+    steady = model_record(_clf(tmp_path, providers=["OpenVINOExecutionProvider", "CPU"]), 64)
     assert steady == {
         "sha256": "sha-fp32",
         "variant": "fp32",
@@ -194,10 +194,10 @@ def test_the_model_record(tmp_path: Path) -> None:
         "onnxruntime": None,
         "cpu": None,
     }
-    moving = model_record(_clf(tmp_path, variant="int8"), 64)  # type: ignore[arg-type]
+    moving = model_record(_clf(tmp_path, variant="int8"), 64)
     assert moving["batch_size"] == 64 and moving["onnxruntime"] == ort.__version__
     assert moving["cpu"] == {"machine": "x86_64", "isa": ["avx2", "fma"]}
-    block = model_record(_clf(tmp_path, variant="int8-block"), 64)  # type: ignore[arg-type]
+    block = model_record(_clf(tmp_path, variant="int8-block"), 64)
     assert block["batch_size"] is None and block["onnxruntime"] == ort.__version__ and block["cpu"]
 
 
@@ -213,12 +213,12 @@ def test_the_job_record(tmp_path: Path) -> None:
         skip_bad_rows=True,
     )
     clf = _clf(tmp_path)
-    job = job_record(config, clf)  # type: ignore[arg-type]
+    job = job_record(config, clf)
     stat = source.stat()
     assert job == {
         "inputs": [{"path": str(source.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}],
         "bundle": str((tmp_path / "bundle").resolve()),
-        "model": model_record(clf, config.batch_size),  # type: ignore[arg-type]
+        "model": model_record(clf, config.batch_size),
         "text_column": "t",
         "id_column": "i",
         "format": "jsonl",
@@ -265,7 +265,8 @@ def test_model_changes_name_each_field() -> None:
 
 
 def test_changes_over_the_whole_job() -> None:
-    job = {"inputs": [1], "bundle": "/b", "model": MODEL, "text_column": "t", "id_column": None, "format": None}
+    job: dict[str, Any] = {"inputs": [1], "bundle": "/b", "model": MODEL, "text_column": "t"}
+    job |= {"id_column": None, "format": None}
     job |= {"shard_size": 10, "skip_bad_rows": False}
     assert changes(job, job) == ["job.json was altered"]
     every = job | {"inputs": [2], "bundle": "/c", "text_column": "u", "id_column": "i", "format": "tsv"}
@@ -365,7 +366,7 @@ def test_a_write_that_fails_keeps_nothing_of_it_and_says_a_rerun_keeps_the_finis
     out = tmp_path / "o"
     config = ScoreConfig(inputs=(source,), out=out, shard_size=1)
     with pytest.raises(EdgeSentError) as full:
-        score(_clf(tmp_path), config)  # type: ignore[arg-type]
+        score(_clf(tmp_path), config)
     assert str(full.value) == (
         f"cannot write {out / 'part-000-000001.jsonl'}: No space left on device; nothing of it was kept: free space "
         f"(or fix the folder) and {RERUN}"
@@ -374,7 +375,7 @@ def test_a_write_that_fails_keeps_nothing_of_it_and_says_a_rerun_keeps_the_finis
     assert sorted(p.name for p in out.iterdir()) == [".lock", "job.json", "part-000-000000.jsonl"]
     failing = {"job.json"}
     with pytest.raises(EdgeSentError, match=rf"cannot write .*job\.json: .*; nothing of it was kept: .* {RERUN}$"):
-        score(_clf(tmp_path), ScoreConfig(inputs=(source,), out=tmp_path / "o2"))  # type: ignore[arg-type]
+        score(_clf(tmp_path), ScoreConfig(inputs=(source,), out=tmp_path / "o2"))
     assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == [".lock"]
     failing = set()
-    assert score(_clf(tmp_path), config).shards_written == 2  # type: ignore[arg-type]  # the rerun finishes
+    assert score(_clf(tmp_path), config).shards_written == 2  # the rerun finishes

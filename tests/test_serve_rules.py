@@ -121,15 +121,15 @@ def test_error_bodies_and_their_types() -> None:
         {"Retry-After": "1"},
     )
     assert ApiError(400, "m", "invalid_json").headers is None
-    response = asyncio.run(_api_error(None, error))  # type: ignore[arg-type]
+    response = asyncio.run(_api_error(None, error))
     assert response.status_code == 429 and response.headers["retry-after"] == "1"
     assert json.loads(bytes(response.body)) == {"error": "busy", "error_type": "overloaded"}
     plain = error_response(404, "no", "not_found")
     assert plain.status_code == 404 and json.loads(bytes(plain.body)) == {"error": "no", "error_type": "not_found"}
 
-    def http(status: int, headers: dict | None = None):  # type: ignore[no-untyped-def]
+    def http(status: int, headers: dict | None = None):
         exc = StarletteHTTPException(status, detail="why", headers=headers)
-        return asyncio.run(_http_error(None, exc))  # type: ignore[arg-type]
+        return asyncio.run(_http_error(None, exc))
 
     for status, kind in STATUS_TYPES.items():
         response = http(status)
@@ -137,7 +137,7 @@ def test_error_bodies_and_their_types() -> None:
     odd = http(418)
     assert json.loads(bytes(odd.body)) == {"error": "why", "error_type": "http"}
     assert http(405, {"Allow": "POST"}).headers["allow"] == "POST"
-    gone = asyncio.run(_disconnected(None, ClientDisconnected()))  # type: ignore[arg-type]
+    gone = asyncio.run(_disconnected(None, ClientDisconnected()))
     assert gone.status_code == 499 and bytes(gone.body) == b""
 
 
@@ -193,7 +193,7 @@ def _batcher(engine_type: type = EchoEngine, **settings: float) -> tuple[Batcher
     tokenizer = Tokenizer(TOKENIZER, 32)
     metrics = ServeMetrics("v", "cpu", "0")
     options = {"max_batch_size": 64, "max_queue": 8} | settings
-    batcher = Batcher(engine_type(tokenizer), BatchSettings(**options), ["probabilities"], metrics)  # type: ignore[arg-type]
+    batcher = Batcher(engine_type(tokenizer), BatchSettings(**options), ["probabilities"], metrics)
     return batcher, metrics, tokenizer
 
 
@@ -256,17 +256,17 @@ def test_a_failed_batch_fails_its_own_texts_and_the_worker_goes_on() -> None:
 def test_a_cancelled_text_leaves_the_queue_and_counts_as_dropped() -> None:
     async def scenario() -> None:
         batcher, metrics, tokenizer = _batcher()  # not started: nothing runs
-        batcher._task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]  # "alive"
+        batcher._task = asyncio.get_running_loop().create_future()  # "alive"
         futures = batcher.submit(tokenizer.encode(["好", "坏", "行"]))
         assert batcher.queued == 3 and _value(metrics, "edge_sent_queue_size") == 3
         futures[1].cancel()
         await asyncio.sleep(0)
         assert batcher.queued == 2 and _value(metrics, "edge_sent_queue_size") == 2
         assert _value(metrics, "edge_sent_dropped_texts_total") == 1
-        futures[0].set_result(None)  # type: ignore[arg-type]  # done, not cancelled: not dropped
+        futures[0].set_result(None)  # done, not cancelled: not dropped
         await asyncio.sleep(0)
         assert batcher.queued == 2 and _value(metrics, "edge_sent_dropped_texts_total") == 1
-        batcher._task.cancel()  # type: ignore[union-attr]
+        batcher._task.cancel()
 
     asyncio.run(scenario())
 
@@ -324,7 +324,7 @@ def test_close_runs_what_is_queued_then_stops() -> None:
         futures = batcher.submit(tokenizer.encode(["好", "坏", "不行"]))
         await batcher.close()
         assert all(f.done() and not f.cancelled() for f in futures) and not batcher.alive
-        assert batcher._executor._shutdown  # type: ignore[attr-defined]
+        assert batcher._executor._shutdown
 
     asyncio.run(scenario())
 
@@ -335,7 +335,7 @@ def test_close_runs_what_is_queued_then_stops() -> None:
 def _service(max_client_batch: int = 4, max_queue: int = 8) -> tuple[ClassifyService, Batcher, ServeMetrics]:
     batcher, metrics, _ = _batcher(max_queue=max_queue)
     classifier = SimpleNamespace(engine=batcher._engine, max_length=32)
-    return ClassifyService(classifier, batcher, max_client_batch, metrics), batcher, metrics  # type: ignore[arg-type]
+    return ClassifyService(classifier, batcher, max_client_batch, metrics), batcher, metrics
 
 
 async def _stays() -> dict:
@@ -404,12 +404,12 @@ def test_a_worker_stopping_between_admission_and_queueing_is_503() -> None:
         batcher.start()
         real = svc._encode
 
-        async def encode_then_stop(texts: Sequence[str]):  # type: ignore[no-untyped-def]
+        async def encode_then_stop(texts: Sequence[str]):
             encoded = await real(texts)
             batcher._closing = True
             return encoded
 
-        svc._encode = encode_then_stop  # type: ignore[method-assign]
+        svc._encode = encode_then_stop
         with pytest.raises(ApiError) as down:
             await svc.classify(["好"], True, _stays)
         assert (down.value.status, down.value.error_type) == (503, "unhealthy")
@@ -449,14 +449,14 @@ def test_long_requests_are_tokenized_off_the_loop_a_few_at_a_time(monkeypatch: p
         real = svc._tokenize
         loop_thread = __import__("threading").get_ident()
 
-        def tokenize(texts: Sequence[str]):  # type: ignore[no-untyped-def]
+        def tokenize(texts: Sequence[str]):
             threads.append(__import__("threading").get_ident() != loop_thread)
             return real(texts)
 
-        svc._tokenize = tokenize  # type: ignore[method-assign]
+        svc._tokenize = tokenize
         await svc.classify(["好" * 20_000], True, _stays)  # at the bound: inline
         await svc.classify(["好" * 20_001], True, _stays)  # above it: on a thread
-        assert svc._tokenizing._value == 2  # type: ignore[attr-defined]  # its place given back
+        assert svc._tokenizing._value == 2  # its place given back
         await batcher.close()
 
     asyncio.run(scenario())
@@ -466,7 +466,7 @@ def test_long_requests_are_tokenized_off_the_loop_a_few_at_a_time(monkeypatch: p
 def test_a_client_that_leaves_drops_its_queued_texts() -> None:
     async def scenario() -> None:
         batcher, metrics, tokenizer = _batcher()
-        batcher._task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]  # alive, never runs
+        batcher._task = asyncio.get_running_loop().create_future()  # alive, never runs
         messages = iter([{"type": "http.request"}, {"type": "http.disconnect"}])
 
         async def receive() -> dict:
@@ -474,14 +474,14 @@ def test_a_client_that_leaves_drops_its_queued_texts() -> None:
 
         futures = batcher.submit(tokenizer.encode(["好", "坏"]))
         with pytest.raises(ClientDisconnected):
-            await service._wait(futures, receive)  # type: ignore[arg-type]
+            await service._wait(futures, receive)
         await asyncio.sleep(0)
         assert all(f.cancelled() for f in futures) and batcher.queued == 0
         assert _value(metrics, "edge_sent_dropped_texts_total") == 2
         done = asyncio.get_running_loop().create_future()
         done.set_result("scores")
-        assert await service._wait([done], _stays) == ["scores"]  # type: ignore[arg-type, list-item]
-        batcher._task.cancel()  # type: ignore[union-attr]
+        assert await service._wait([done], _stays) == ["scores"]
+        batcher._task.cancel()
 
     asyncio.run(scenario())
 
@@ -495,7 +495,7 @@ def test_wait_for_disconnect_ignores_other_messages() -> None:
             seen += 1
             return {"type": "http.disconnect" if seen == 3 else "http.request"}
 
-        await wait_for_disconnect(receive)  # type: ignore[arg-type]
+        await wait_for_disconnect(receive)
         return seen
 
     assert asyncio.run(scenario()) == 3
