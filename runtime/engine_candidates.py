@@ -17,7 +17,8 @@ from edge_sent.candidates import OPENVINO, openvino_candidates, parse_candidate
 from edge_sent.contract import Manifest
 from edge_sent.integrity import check_graph
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.openvino_engine import OpenVINOEngine, runtime_available, runtime_version
+from edge_sent.runtime.openvino_engine import OpenVINOEngine
+from edge_sent.runtime.openvino_runtime import runtime_available, runtime_version
 from edge_sent.runtime.session import SessionConfig, cpu_has_bf16
 from edge_sent.tokenization import Tokenizer
 from edge_sent.variants import REFERENCE

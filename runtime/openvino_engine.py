@@ -10,12 +10,10 @@ one infer request per thread.
 
 from __future__ import annotations
 
-import platform
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +21,13 @@ import numpy as np
 
 from edge_sent.errors import EdgeSentError
 from edge_sent.runtime.engine import PROBABILITIES, Engine
+from edge_sent.runtime.openvino_runtime import runtime_available
 from edge_sent.runtime.session import SessionConfig, physical_cores, resolve_precision
 from edge_sent.tokenization import Tokenizer
 from edge_sent.user_cache import cache_root
 
 ENGINE = "openvino"
-DISTRIBUTION = "openvino"
-MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # where the `openvino` wheel has a CPU plugin
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # edge-sent's precision names -> OpenVINO's INFERENCE_PRECISION_HINT
-
-
-def runtime_version() -> str | None:
-    """The installed OpenVINO runtime's version; None when the `openvino` package is not installed."""
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def runtime_available(machine: str | None = None) -> bool:
-    """Whether this environment can run the OpenVINO engine (the package is installed, on a machine it targets)."""
-    return runtime_version() is not None and (machine or platform.machine()).lower() in MACHINES
 
 
 def model_cache_dir() -> Path | None:

@@ -71,7 +71,7 @@ def resolve_provider(requested: str) -> str:
     if requested == "auto":
         return auto_provider(available, platform.machine())
     if requested == "openvino":
-        from edge_sent.runtime.openvino_engine import runtime_available
+        from edge_sent.runtime.openvino_runtime import runtime_available
 
         if runtime_available():  # the OpenVINO runtime itself (the `openvino` extra), beside onnxruntime
             return requested
