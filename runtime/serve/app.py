@@ -76,104 +76,125 @@ def _answer(payload: Any, classified: Classified, start: float) -> JSONResponse:
     return JSONResponse(payload, headers=headers)
 
 
-def create_app(classifier: Classifier, config: ServeConfig, bundle: Path, state: ServerState) -> FastAPI:
-    outputs = [name for name in (PROBABILITIES, LOGITS) if name in classifier.engine.output_names]
-    metrics = ServeMetrics(classifier.variant, classifier.providers[0], __version__)
-    batch_independent = classifier.manifest.batch_independent(classifier.variant)
-    batcher = Batcher(classifier.engine, config.batching, outputs, metrics, per_request=not batch_independent)
-    service = ClassifyService(classifier, batcher, config.max_client_batch, metrics)
-    labels = classifier.labels
-    state.on_drain.append(batcher.flush)
+@dataclass(frozen=True)
+class Served:
+    """What the routes serve: the classifier and its batching queue, the settings, the metrics (on `app.state`)."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
-        state.ready = True
-        yield
-        state.begin_draining()
-        await batcher.close()  # runs whatever is still queued
+    classifier: Classifier
+    config: ServeConfig
+    bundle: Path
+    state: ServerState
+    batcher: Batcher
+    service: ClassifyService
+    metrics: ServeMetrics
+    outputs: list[str]
+    batch_independent: bool
 
-    app = FastAPI(
-        title="edge-sent",
-        version=__version__,
-        summary="Sentiment classification (TEI /predict and the Hugging Face Inference API) with dynamic batching.",
-        lifespan=lifespan,
-        redoc_url=None,
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+
+def _served(request: Request) -> Served:
+    served: Served = request.app.state.served
+    return served
+
+
+async def predict(request: Request) -> Response:
+    """Text Embeddings Inference's classifier route: `{"inputs": "text"}` → labels with scores, best first;
+    a list of texts → one such list per text."""
+    served, start = _served(request), time.perf_counter()
+    body: PredictRequest = parse_body(PredictRequest, await _read(request))
+    texts, single = flatten(body.inputs)
+    output = LOGITS if body.raw_scores else PROBABILITIES
+    served.service.require_output(output)
+    classified = await served.service.classify(texts, body.truncate, request.receive)
+    answers = [ranked(served.labels, s.rows[output]) for s in classified.scores]
+    return _answer(answers[0] if single else answers, classified, start)
+
+
+async def inference_api(request: Request) -> Response:
+    """The Hugging Face Inference API's text classification: `{"inputs": "text", "parameters": {"top_k",
+    "function_to_apply"}}` → `[[{"label", "score"}, ...]]` (`huggingface_hub.InferenceClient` works as is)."""
+    served, start = _served(request), time.perf_counter()
+    body: HfRequest = parse_body(HfRequest, await _read(request))
+    texts, _ = flatten(body.inputs)
+    function = body.parameters.function_to_apply if body.parameters else None
+    top_k = body.parameters.top_k if body.parameters else None
+    served.service.require_output(output_for(function))
+    classified = await served.service.classify(texts, True, request.receive)
+    answers = [ranked(served.labels, transformed(function, s.rows), top_k) for s in classified.scores]
+    return _answer(answers, classified, start)
+
+
+async def health(request: Request) -> Response:
+    """200 while the model answers; 503 before it is ready and while shutting down."""
+    served = _served(request)
+    if served.state.draining:
+        return error_response(503, "shutting down", "unhealthy")
+    if not served.state.ready or not served.batcher.alive:
+        return error_response(503, "not ready", "unhealthy")
+    return JSONResponse({"status": "ok"})
+
+
+async def info(request: Request) -> JSONResponse:
+    """The model and the batching settings."""
+    served = _served(request)
+    classifier, config, manifest = served.classifier, served.config, served.classifier.manifest
+    return JSONResponse(
+        {
+            "bundle": str(served.bundle),
+            "encoder": (manifest.data.get("encoder") or {}).get("spec"),
+            "random_weights": manifest.random_weights,
+            "variant": classifier.variant,
+            "variant_reason": classifier.why,  # `auto`: what this host measured (startup probe), or "named"
+            "provider": classifier.providers[0],
+            "precision": classifier.precision,
+            "labels": served.labels,
+            "max_length": classifier.max_length,
+            "outputs": served.outputs,
+            "batch_independent": served.batch_independent,  # False: batches hold one request's texts only
+            "batching": asdict(config.batching) | {"scope": "request" if served.batcher.per_request else "queue"},
+            "graceful_timeout_s": config.graceful_timeout_s,
+            "max_client_batch": config.max_client_batch,
+            "payload_limit": config.payload_limit,
+            "auth": config.api_key is not None,
+            "version": __version__,
+        }
     )
-    install_error_handlers(app)
 
-    @app.post(
+
+async def prometheus(request: Request) -> Response:
+    """Prometheus text format."""
+    data, content_type = _served(request).metrics.render()
+    return Response(data, media_type=content_type)
+
+
+def _add_routes(app: FastAPI) -> None:
+    app.add_api_route(
         "/predict",
+        predict,
+        methods=["POST"],
         response_model=list[Label] | list[list[Label]],
         responses=ERRORS,
         openapi_extra=_body(PredictRequest),
     )
-    async def predict(request: Request) -> Response:
-        """Text Embeddings Inference's classifier route: `{"inputs": "text"}` → labels with scores, best first;
-        a list of texts → one such list per text."""
-        start = time.perf_counter()
-        body: PredictRequest = parse_body(PredictRequest, await _read(request))
-        texts, single = flatten(body.inputs)
-        output = LOGITS if body.raw_scores else PROBABILITIES
-        service.require_output(output)
-        classified = await service.classify(texts, body.truncate, request.receive)
-        answers = [ranked(labels, s.rows[output]) for s in classified.scores]
-        return _answer(answers[0] if single else answers, classified, start)
+    app.add_api_route(
+        "/",
+        inference_api,
+        methods=["POST"],
+        response_model=list[list[Label]],
+        responses=ERRORS,
+        openapi_extra=_body(HfRequest),
+    )
+    not_ready = {503: {"model": ErrorBody, "description": "shutting down or not ready"}}
+    app.add_api_route("/health", health, methods=["GET"], responses=not_ready)
+    app.add_api_route("/info", info, methods=["GET"])
+    app.add_api_route("/metrics", prometheus, methods=["GET"])
 
-    @app.post("/", response_model=list[list[Label]], responses=ERRORS, openapi_extra=_body(HfRequest))
-    async def inference_api(request: Request) -> Response:
-        """The Hugging Face Inference API's text classification: `{"inputs": "text", "parameters": {"top_k",
-        "function_to_apply"}}` → `[[{"label", "score"}, ...]]` (`huggingface_hub.InferenceClient` works as is)."""
-        start = time.perf_counter()
-        body: HfRequest = parse_body(HfRequest, await _read(request))
-        texts, _ = flatten(body.inputs)
-        function = body.parameters.function_to_apply if body.parameters else None
-        top_k = body.parameters.top_k if body.parameters else None
-        service.require_output(output_for(function))
-        classified = await service.classify(texts, True, request.receive)
-        answers = [ranked(labels, transformed(function, s.rows), top_k) for s in classified.scores]
-        return _answer(answers, classified, start)
 
-    @app.get("/health", responses={503: {"model": ErrorBody, "description": "shutting down or not ready"}})
-    async def health() -> Response:
-        """200 while the model answers; 503 before it is ready and while shutting down."""
-        if state.draining:
-            return error_response(503, "shutting down", "unhealthy")
-        if not state.ready or not batcher.alive:
-            return error_response(503, "not ready", "unhealthy")
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/info")
-    async def info() -> JSONResponse:
-        """The model and the batching settings."""
-        manifest = classifier.manifest
-        return JSONResponse(
-            {
-                "bundle": str(bundle),
-                "encoder": (manifest.data.get("encoder") or {}).get("spec"),
-                "random_weights": manifest.random_weights,
-                "variant": classifier.variant,
-                "variant_reason": classifier.why,  # `auto`: what this host measured (startup probe), or "named"
-                "provider": classifier.providers[0],
-                "precision": classifier.precision,
-                "labels": labels,
-                "max_length": classifier.max_length,
-                "outputs": outputs,
-                "batch_independent": batch_independent,  # False: batches hold one request's texts only
-                "batching": asdict(config.batching) | {"scope": "request" if batcher.per_request else "queue"},
-                "graceful_timeout_s": config.graceful_timeout_s,
-                "max_client_batch": config.max_client_batch,
-                "payload_limit": config.payload_limit,
-                "auth": config.api_key is not None,
-                "version": __version__,
-            }
-        )
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        """Prometheus text format."""
-        data, content_type = metrics.render()
-        return Response(data, media_type=content_type)
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI schema with the request bodies' models (the routes parse their bodies themselves)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -186,8 +207,10 @@ def create_app(classifier: Classifier, config: ServeConfig, bundle: Path, state:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    return openapi
 
+
+def _add_middleware(app: FastAPI, config: ServeConfig, metrics: ServeMetrics) -> None:
     # added innermost first: the last one added is the outermost
     app.add_middleware(PayloadLimit, limit=config.payload_limit)
     if config.api_key is not None:
@@ -201,4 +224,40 @@ def create_app(classifier: Classifier, config: ServeConfig, bundle: Path, state:
             expose_headers=["x-total-time", "x-queue-time", "x-inference-time", "x-truncated-inputs"],
         )
     app.add_middleware(RequestMetrics, metrics=metrics, routes=ROUTES)
+
+
+def _served_for(classifier: Classifier, config: ServeConfig, bundle: Path, state: ServerState) -> Served:
+    outputs = [name for name in (PROBABILITIES, LOGITS) if name in classifier.engine.output_names]
+    metrics = ServeMetrics(classifier.variant, classifier.providers[0], __version__)
+    batch_independent = classifier.manifest.batch_independent(classifier.variant)
+    batcher = Batcher(classifier.engine, config.batching, outputs, metrics, per_request=not batch_independent)
+    service = ClassifyService(classifier, batcher, config.max_client_batch, metrics)
+    state.on_drain.append(batcher.flush)
+    return Served(classifier, config, bundle, state, batcher, service, metrics, outputs, batch_independent)
+
+
+def create_app(classifier: Classifier, config: ServeConfig, bundle: Path, state: ServerState) -> FastAPI:
+    """The app: one batching queue over the classifier, the routes, the OpenAPI schema and the middleware."""
+    served = _served_for(classifier, config, bundle, state)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        served.batcher.start()
+        state.ready = True
+        yield
+        state.begin_draining()
+        await served.batcher.close()  # runs whatever is still queued
+
+    app = FastAPI(
+        title="edge-sent",
+        version=__version__,
+        summary="Sentiment classification (TEI /predict and the Hugging Face Inference API) with dynamic batching.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.served = served
+    install_error_handlers(app)
+    _add_routes(app)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    _add_middleware(app, config, served.metrics)
     return app
