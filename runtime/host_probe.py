@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -39,13 +37,12 @@ from edge_sent.metrics import agreement
 from edge_sent.runtime import host_cache
 from edge_sent.runtime.engine import Engine
 from edge_sent.runtime.engine_candidates import batch_dependence, engine_candidates, engine_versions, load_candidate
+from edge_sent.runtime.probe_timing import ProbeSettings, probe_batches, time_variants
 from edge_sent.runtime.session import SessionConfig, physical_cores, resolve_precision
-from edge_sent.tokenization import Batch, Tokenizer
+from edge_sent.tokenization import Tokenizer
 from edge_sent.variants import float_path
 
 PROBE_ENV = "EDGE_SENT_PROBE"  # "0": never probe, `auto` uses the export's recorded ranking
-PROBE_BATCH = 8
-SHAPES = ("1 text", f"{PROBE_BATCH} texts")
 
 
 def probing_enabled(probe: bool | None = None) -> bool:
@@ -53,23 +50,6 @@ def probing_enabled(probe: bool | None = None) -> bool:
     if probe is not None:
         return probe
     return os.environ.get(PROBE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """How long the speed probe runs, per candidate and shape: the candidate and the float path in rotated blocks
-    of `block` timed runs, each block after `warmup` untimed runs (an engine's first run at a new shape compiles
-    it, OpenVINO's notably; its first run after another engine ran finds its threads cold or the other's still
-    spinning), at least `min_runs` timed runs each, then more rounds while `budget_s` still holds one, up to
-    `max_runs`. The budget is each candidate's own: a second engine's candidates do not shorten the others'."""
-
-    budget_s: float = 0.5
-    min_runs: int = 3
-    max_runs: int = 18
-    block: int = 3
-    warmup: int = 1
-    clock: Callable[[], float] = field(default=time.perf_counter, compare=False)
-    notify: Callable[[str], None] | None = field(default=None, compare=False)  # None: a note on stderr
 
 
 @dataclass(frozen=True)
@@ -86,45 +66,6 @@ class HostResult:
 def _stderr_note(message: str) -> None:
     sys.stderr.write(f"edge-sent: {message}\n")
     sys.stderr.flush()
-
-
-def probe_batches(tokenizer: Tokenizer, texts: list[str], typical: int) -> dict[str, Batch]:
-    """The probe's inputs: the text nearest the typical length alone, and the PROBE_BATCH nearest it together."""
-    encoded = tokenizer.encode(texts or ["很好" * max(1, typical // 2)])
-    nearest = np.argsort([abs(len(e.ids) - typical) for e in encoded], kind="stable")
-    return {
-        SHAPES[0]: tokenizer.pad(encoded, nearest[:1]),
-        SHAPES[1]: tokenizer.pad(encoded, np.resize(nearest[:PROBE_BATCH], PROBE_BATCH)),
-    }
-
-
-def time_variants(
-    engines: dict[str, Engine], batches: dict[str, Batch], settings: ProbeSettings
-) -> dict[str, dict[str, float]]:
-    """p50 milliseconds of every engine at every shape, in blocks of consecutive runs (as a loaded engine runs:
-    one after another) whose untimed head absorbs what the switch costs, rotated so that drift hits all alike."""
-    names = list(engines)
-    ms: dict[str, dict[str, float]] = {name: {} for name in names}
-    clock = settings.clock
-    for shape, batch in batches.items():
-        feeds = batch.feeds()
-        samples: dict[str, list[float]] = {name: [] for name in names}
-        started, rounds, last_round = clock(), 0, 0.0
-        while len(samples[names[0]]) < settings.min_runs or (  # then only a round the budget still holds
-            len(samples[names[0]]) < settings.max_runs and clock() - started + last_round <= settings.budget_s
-        ):
-            round_started = clock()
-            for name in names[rounds % len(names) :] + names[: rounds % len(names)]:
-                for _ in range(settings.warmup):  # untimed: a new shape's compile, the switch from the other engine
-                    engines[name].run(feeds)
-                for _ in range(settings.block):
-                    begun = clock()
-                    engines[name].run(feeds)
-                    samples[name].append(clock() - begun)
-            rounds, last_round = rounds + 1, clock() - round_started
-        for name in names:
-            ms[name][shape] = float(np.median(samples[name])) * 1000
-    return ms
 
 
 def measure_agreement(
@@ -241,7 +182,9 @@ class HostProbe:
             measured.setdefault(reference, HostMeasure(reference, ms[reference], dict.fromkeys(ms[reference], 1.0)))
         return {name: measured[name] for name in (reference, *candidates) if name in measured}
 
-    def measure_fidelity(self, measure: HostMeasure, floor: float = 0.0) -> HostMeasure:
+    def measure_fidelity(self, measure: HostMeasure, floor: float = 0.0, every: bool = False) -> HostMeasure:
+        """Agreement with fp32's recorded answers (unless already measured whole here); for another engine's
+        candidate, its batch dependence too where serve needs it, or with `every` (tune)."""
         check = self._host_check()
         if check is None and measure.variant in self.extra:  # another engine: nothing recorded for it
             return replace(measure, agreement=0.0, agreement_source="none")
@@ -251,20 +194,29 @@ class HostProbe:
                 return replace(measure, agreement=0.0, agreement_source="none")
             return replace(measure, agreement=was.agreement, agreement_source="recorded")
         texts, reference, batch_size = check
-        result = measure_agreement(self._load(measure.variant), texts, reference, batch_size, floor)
-        measured = replace(
-            measure,
-            agreement=result["label_agreement"],
-            max_abs_dprob=result["max_abs_dprob"],
-            n_texts=result["n_texts"],
-            agreement_source="host",
-            complete=result["complete"],
-            counts=result.get("counts"),
-        )
-        if measure.variant in self.extra:  # serve's rule: its answers alone against in a padded batch
+        measured = measure
+        if measure.agreement is None or measure.agreement_source != "host" or not measure.complete:
+            result = measure_agreement(self._load(measure.variant), texts, reference, batch_size, floor)
+            measured = replace(
+                measure,
+                agreement=result["label_agreement"],
+                max_abs_dprob=result["max_abs_dprob"],
+                n_texts=result["n_texts"],
+                agreement_source="host",
+                complete=result["complete"],
+                counts=result.get("counts"),
+            )
+        wanted = every or self.batch_independent  # predict's auto does not need it: a first load skips its cost
+        if measure.variant in self.extra and wanted and measured.batch_max_dprob is None:
             dprob, flips = batch_dependence(self._load(measure.variant), texts, batch_size)
             measured = replace(measured, batch_max_dprob=dprob, batch_label_flips=flips)
         return measured
+
+    def _measured_whole(self, measure: HostMeasure) -> bool:
+        """Agreement on every host-check text, and another engine's batch dependence (what `tune` shows)."""
+        batch = measure.variant not in self.extra or measure.batch_max_dprob is not None
+        batch = batch or self.manifest.host_check is None
+        return measure.agreement is not None and measure.complete and batch
 
     def decide(self, refresh: bool = False, every: bool = False) -> HostResult:
         """Decide from the cache, measuring what is missing (all of it with `refresh`; every candidate's fidelity,
@@ -285,11 +237,11 @@ class HostProbe:
             )
             measured = measured | self.measure_speed(missing)
             probed = True
-        pending = [n for n in candidates if every and (measured[n].agreement is None or not measured[n].complete)]
+        pending = [n for n in candidates if every and not self._measured_whole(measured[n])]
         floor = 0.0 if every else self.min_agreement  # `tune` measures every text; `auto` stops once out of reach
         while True:
             for name in pending:
-                measured[name] = self.measure_fidelity(measured[name], floor)
+                measured[name] = self.measure_fidelity(measured[name], floor, every)
                 probed = True
             choice: HostChoice = host_choice(
                 self.manifest,

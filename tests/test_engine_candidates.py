@@ -17,7 +17,8 @@ from edge_sent.integrity import check_graph
 from edge_sent.runtime import engine_candidates as candidates_module
 from edge_sent.runtime import host_probe
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.host_probe import HostProbe, ProbeSettings, time_variants
+from edge_sent.runtime.host_probe import HostProbe
+from edge_sent.runtime.probe_timing import ProbeSettings, time_variants
 from edge_sent.runtime.session import SessionConfig
 
 F32, BF16 = "fp32@openvino-fp32", "fp32@openvino-bf16"
@@ -29,6 +30,7 @@ class FakeHost:
     def __init__(self, monkeypatch, costs: dict[str, float], agreements: dict[str, float], batch=None) -> None:
         self.now = 0.0
         self.batch_checked: list[str] = []
+        self.agreement_checked: list[str] = []
         self.runs: list[str] = []
         real_run = Engine.run
 
@@ -44,6 +46,7 @@ class FakeHost:
             return engine
 
         def fidelity(engine, texts, reference, batch_size, floor=0.0):
+            self.agreement_checked.append(engine.candidate)
             n = len(texts)
             agreeing = round(agreements[engine.candidate] * n)
             return {
@@ -214,3 +217,20 @@ def test_each_candidate_has_its_own_budget_and_the_plain_install_probes_no_longe
     decide(bundle, slow)
     assert slow.runs.count("int8") == slow.runs.count("int8-block") == 2 * (1 + 3)
     assert slow.runs.count("fp32") == 2 * 2 * (1 + 3)
+
+
+def test_batch_dependence_is_measured_for_serve_and_tune_not_for_a_first_predict(bundle, monkeypatch) -> None:
+    """Its cost (each text alone) is serve's: predict's first load skips it; serve later measures only that."""
+    openvino_host(monkeypatch, bf16=True)
+    costs = {"fp32": 0.0755, "int8": 0.0395, "int8-block": 0.1003, F32: 0.07, BF16: 0.03}
+    fidelity = {"int8": 0.93, "int8-block": 0.99, F32: 1.0, BF16: 0.995}
+    predict = FakeHost(monkeypatch, costs, fidelity, {BF16: (5e-4, 0)})
+    assert decide(bundle, predict, refresh=False)[1].choice.variant == BF16 and predict.batch_checked == []
+    serve = FakeHost(monkeypatch, costs, fidelity, {BF16: (5e-4, 0)})
+    assert decide(bundle, serve, batch_independent=True, refresh=False)[1].choice.variant == BF16
+    assert serve.batch_checked == [BF16] and serve.agreement_checked == []  # the cached agreement stands
+    tune = FakeHost(monkeypatch, costs, fidelity, {BF16: (5e-4, 0)})
+    manifest = read_manifest(bundle)
+    probe = HostProbe(manifest, "cpu", SessionConfig(provider="cpu", threads=2), settings=tune.settings())
+    measured = probe.decide(refresh=True, every=True).measured
+    assert sorted(tune.batch_checked) == sorted([BF16, F32]) and measured[F32].batch_max_dprob is not None

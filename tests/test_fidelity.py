@@ -129,7 +129,8 @@ def _host_profile(bundle: Path, int8: dict) -> None:
     from edge_sent.contract import read_manifest
     from edge_sent.fidelity import HostMeasure
     from edge_sent.runtime import host_cache
-    from edge_sent.runtime.host_probe import SHAPES, HostProbe
+    from edge_sent.runtime.host_probe import HostProbe
+    from edge_sent.runtime.probe_timing import SHAPES
     from edge_sent.runtime.session import SessionConfig
 
     manifest = read_manifest(bundle)
