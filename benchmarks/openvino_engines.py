@@ -5,10 +5,11 @@
     # onnxruntime-openvino's execution provider (its own venv: scripts/openvino-venv.sh)
     .venv-ov/bin/python benchmarks/openvino_engines.py --bundle B --way provider --out ov-provider.json
 
-Speed: p50 of rotated rounds after warm-up at 1 text of about 100 characters and at the 32 longest texts (cut at
-the bundle's max length), as a ratio to CPU fp32 measured in the same rounds. Fidelity: label agreement and max
-|Δp| against CPU fp32 on the test texts in length-sorted batches of 32. Batch independence: each of the first
-`--alone` texts run alone against its answer inside its padded batch. Compile: the first compile (empty cache)
+Speed: p50 of rotated blocks of consecutive runs (each block after an untimed run) at 1 text of about 100
+characters and at the 32 longest texts (cut at the bundle's max length), as a ratio to CPU fp32 measured in the
+same rounds. Fidelity: label agreement and max |Δp| against CPU fp32 on the test texts in length-sorted batches
+of 32. Batch independence: each of the first `--alone` texts run alone against its answer inside its padded
+batch. Compile: the first compile (empty cache)
 and a second load from OpenVINO's model cache.
 """
 
@@ -79,16 +80,19 @@ def runtime_model(model: Path, threads: int, hint: str, cache: Path) -> tuple[Ru
     return (lambda feeds: np.asarray(request.infer(feeds)[out])), elapsed
 
 
-def timed(runs: dict[str, Run], feeds: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
+def timed(runs: dict[str, Run], feeds: dict[str, np.ndarray], rounds: int, block: int = 3) -> dict[str, float]:
+    """p50 ms of `rounds` timed runs each, in rotated blocks of `block` consecutive runs after an untimed one (as
+    the host probe times them: a shape's first run compiles it, the first after another engine's finds its
+    threads cold or the other's spinning)."""
     names = list(runs)
-    for name in names:
-        runs[name](feeds)
     samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
+    for r in range(-(-rounds // block)):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            t = time.perf_counter()
             runs[name](feeds)
-            samples[name].append(time.perf_counter() - t)
+            for _ in range(block):
+                t = time.perf_counter()
+                runs[name](feeds)
+                samples[name].append(time.perf_counter() - t)
     return {n: float(np.median(s)) * 1000 for n, s in samples.items()}
 
 
