@@ -84,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from edge_sent.runtime import Classifier
-    from edge_sent.runtime.score import ScoreConfig, score
+    from edge_sent.runtime.scoring.run import ScoreConfig, score
 
     work = Path(tempfile.mkdtemp(prefix="edge-sent-score-bench-"))
     source = synthetic(work / "texts.txt", args.rows, args.prefix_chars)

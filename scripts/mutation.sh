@@ -40,7 +40,7 @@ if [ "$set_name" = faults ]; then
   run src/edge_sent/fidelity.py 60 tests/test_fidelity_units.py tests/test_fidelity.py tests/test_host_floor.py \
     "-k 'not answers_the_same and not tiny and not info'"
   run train/feature_store.py 60 tests/test_feature_store_units.py
-  run runtime/score.py,runtime/score_job.py 60 tests/test_score_units.py \
+  run runtime/scoring/run.py,runtime/scoring/job.py 60 tests/test_score_units.py \
     tests/test_score_faults.py::test_changes_name_every_field_and_an_old_job_file \
     tests/test_score_identity.py::test_another_variant_is_named_alone_with_the_flag_that_resumes_the_job
   run runtime/serve/batching.py,runtime/serve/service.py,runtime/serve/errors.py,runtime/serve/config.py 60 \

@@ -37,7 +37,7 @@ def test_serving_states_the_batchers_and_the_tokenizers_limits() -> None:
 
 
 def test_scoring_says_the_driver_reads_the_inputs_as_the_ray_engine_does() -> None:
-    from edge_sent.runtime import score_ray
+    from edge_sent.runtime.scoring import on_ray as score_ray
 
     page = _page("scoring.md")
     assert "the inputs only where the command runs (the driver reads them" in page

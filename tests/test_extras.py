@@ -23,7 +23,7 @@ SOURCES = {"src/edge_sent": "edge_sent", "runtime": "edge_sent.runtime", "train"
 EXTRA_OF = {
     "runtime/serve/": "serve",
     "src/edge_sent/cli/serve_cmd.py": "serve",
-    "runtime/score_ray.py": "ray",
+    "runtime/scoring/on_ray.py": "ray",
     "runtime/strings.py": "strings",
     "runtime/openvino_engine.py": "openvino",
     "train/": "train",

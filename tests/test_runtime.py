@@ -225,7 +225,7 @@ def test_runtime_never_imports_torch_or_transformers(tiny_bundle):
         TORCH_GUARD
         + f"""
 from edge_sent.runtime import Classifier
-from edge_sent.runtime.score import score
+from edge_sent.runtime.scoring.run import score
 from edge_sent.cli import app
 clf = Classifier.load({str(tiny_bundle)!r})
 print(clf.predict(['很好'])[0].label)

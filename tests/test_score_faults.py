@@ -16,7 +16,7 @@ import pytest
 
 from edge_sent.contract import MANIFEST
 from edge_sent.integrity import file_entry
-from edge_sent.runtime.score_job import changes
+from edge_sent.runtime.scoring.job import changes
 from tests.conftest import DATA, ROOT, assert_user_error, run_cli
 
 ROWS = 1200  # ChnSentiCorp dev
@@ -167,7 +167,7 @@ def test_a_full_disk_is_one_line_no_partial_shard_and_the_rerun_finishes(tiny_bu
 def test_in_process_the_lock_excludes_a_second_holder_and_the_job_check_names_the_change(tmp_path):
     """(the same rules as the CLI tests above, in one process: fast enough for the mutation run)"""
     from edge_sent.errors import EdgeSentError
-    from edge_sent.runtime.score_job import claim_directory, output_lock
+    from edge_sent.runtime.scoring.job import claim_directory, output_lock
 
     out = tmp_path / "o"
     model = {"sha256": "a", "variant": "int8", "provider": "cpu", "precision": "fp32", "batch_size": 32}
@@ -202,7 +202,7 @@ def test_in_process_summary_input_checks_and_shard_lines(tiny_bundle, tmp_path):
 
     from edge_sent.errors import EdgeSentError
     from edge_sent.runtime import Classifier
-    from edge_sent.runtime.score import ScoreConfig, ScoreStats, check_inputs, score
+    from edge_sent.runtime.scoring.run import ScoreConfig, ScoreStats, check_inputs, score
 
     summary = ScoreStats(rows=10, seconds=2.0, bad_rows=[f"r{i}" for i in range(12)]).as_dict()
     assert (summary["rows"], summary["seconds"], summary["texts_per_s"]) == (10, 2.0, 5.0)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from edge_sent.errors import EdgeSentError
-from edge_sent.runtime import score_ray
+from edge_sent.runtime.scoring import on_ray as score_ray
 from tests.conftest import DATA
 
 
@@ -67,9 +67,10 @@ def _job(out: Path) -> dict[str, Any]:
 def test_the_job_records_the_runtime_and_cpu_class_where_answers_depend_on_them(tiny_bundle, tmp_path, monkeypatch):
     import onnxruntime as ort
 
-    from edge_sent.runtime import Classifier, score_job
+    from edge_sent.runtime import Classifier
     from edge_sent.runtime.cpu_identity import cpu_fingerprint
-    from edge_sent.runtime.score import ScoreConfig, score
+    from edge_sent.runtime.scoring import job as score_job
+    from edge_sent.runtime.scoring.run import ScoreConfig, score
 
     here, version = cpu_fingerprint(), ort.__version__
     source = tmp_path / "in.txt"
@@ -102,7 +103,7 @@ def test_the_job_records_the_runtime_and_cpu_class_where_answers_depend_on_them(
 
 
 def test_another_variant_is_named_alone_with_the_flag_that_resumes_the_job() -> None:
-    from edge_sent.runtime.score_job import model_changes
+    from edge_sent.runtime.scoring.job import model_changes
 
     cpu = {"machine": "x86_64", "isa": ["avx2"]}
     old = {"sha256": "a", "variant": "int8", "provider": "cpu", "precision": "fp32", "batch_size": 32}
@@ -123,7 +124,7 @@ def test_another_variant_is_named_alone_with_the_flag_that_resumes_the_job() -> 
 
 def test_a_ray_worker_on_another_cpu_class_refuses_a_cpu_dependent_variant(tiny_bundle, tmp_path):
     from edge_sent.runtime import Classifier
-    from edge_sent.runtime.score_job import model_record
+    from edge_sent.runtime.scoring.job import model_record
 
     clf = Classifier.load(tiny_bundle, variant="int8", provider="cpu", probe=False)
     driver = model_record(clf, 32) | {"cpu": {"machine": "x86_64", "isa": ["avx2", "fma"]}}

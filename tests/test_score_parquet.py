@@ -14,7 +14,7 @@ import pytest
 
 from edge_sent.errors import EdgeSentError
 from edge_sent.runtime import Classifier
-from edge_sent.runtime.score import ScoreConfig, score
+from edge_sent.runtime.scoring.run import ScoreConfig, score
 from tests.conftest import DATA, assert_user_error, kill_after_shards, run_cli
 
 ROWS = 1200  # ChnSentiCorp dev

@@ -18,9 +18,8 @@ import pytest
 from edge_sent import atomic
 from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Record
-from edge_sent.runtime import score_job
-from edge_sent.runtime.score import ScoreConfig, ScoreStats, check_inputs, score, score_shard, shard_path, shards
-from edge_sent.runtime.score_job import (
+from edge_sent.runtime.scoring import job as score_job
+from edge_sent.runtime.scoring.job import (
     RERUN,
     changes,
     claim_directory,
@@ -30,6 +29,7 @@ from edge_sent.runtime.score_job import (
     model_record,
     output_lock,
 )
+from edge_sent.runtime.scoring.run import ScoreConfig, ScoreStats, check_inputs, score, score_shard, shard_path, shards
 
 CPU = {"machine": "x86_64", "system": "Linux", "isa": ["avx2", "fma"], "source": "cpuid"}
 

@@ -49,7 +49,7 @@ def score_cmd(
     (finished shards are skipped, none is written twice)."""
     from edge_sent.errors import EdgeSentError
     from edge_sent.runtime import Classifier
-    from edge_sent.runtime.score import ScoreConfig, score
+    from edge_sent.runtime.scoring.run import ScoreConfig, score
 
     if engine not in ("local", "ray"):
         raise EdgeSentError(f"unknown --engine {engine!r} (choose from local, ray)")
@@ -75,7 +75,7 @@ def score_cmd(
             bar.update(task, advance=n, rate=f"{done / elapsed:.1f} texts/s" if elapsed else "")
 
         if engine == "ray":
-            from edge_sent.runtime.score_ray import RayConfig, score_on_ray
+            from edge_sent.runtime.scoring.on_ray import RayConfig, score_on_ray
 
             ray_config = RayConfig(address=address, actors=actors, threads_per_actor=threads or 1)
             stats = score_on_ray(clf, config, ray_config, progress=advance)  # the workers load what clf resolved

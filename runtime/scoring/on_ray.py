@@ -25,8 +25,7 @@ from edge_sent.atomic import atomic_write
 from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Record
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.score import ScoreStats, check_inputs, pending_shards, score_shard
-from edge_sent.runtime.score_job import (
+from edge_sent.runtime.scoring.job import (
     RERUN,
     ScoreConfig,
     claim_directory,
@@ -35,6 +34,7 @@ from edge_sent.runtime.score_job import (
     model_record,
     output_lock,
 )
+from edge_sent.runtime.scoring.run import ScoreStats, check_inputs, pending_shards, score_shard
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class LoadOptions:
     variant: str
     provider: str
     precision: str
-    model: dict[str, Any]  # job.json's "model": the driver's digest, variant, provider, precision (score_job)
+    model: dict[str, Any]  # job.json's "model": the driver's digest, variant, provider, precision (`job`)
 
     @classmethod
     def resolved(cls, classifier: Classifier, model: dict[str, Any]) -> LoadOptions:

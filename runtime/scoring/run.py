@@ -6,7 +6,7 @@ complete, so a shard is either there whole or not at all. A rerun with the same 
 shards that exist (reading past their rows, not scoring them) and writes the rest: killed at any moment,
 the job completes without duplicates or gaps. `job.json` records the arguments; a rerun with different
 ones (another model, variant, provider, precision, inputs or settings) is refused instead of mixing two jobs in
-one directory, and the directory is locked for the run (`score_job`).
+one directory, and the directory is locked for the run (`job`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from edge_sent.atomic import atomic_write
 from edge_sent.errors import EdgeSentError
 from edge_sent.readers import Fields, Record, detect_format, open_parquet, read_records
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.score_job import RERUN, ScoreConfig, claim_directory, job_record, output_lock
+from edge_sent.runtime.scoring.job import RERUN, ScoreConfig, claim_directory, job_record, output_lock
 
 __all__ = ["ScoreConfig", "ScoreStats", "score"]
 
