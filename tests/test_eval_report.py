@@ -52,7 +52,7 @@ def test_the_verdict_is_tunes_choice_on_this_host_with_the_most_accurate_and_wha
 
 
 def test_the_cpu_is_summarised_by_its_class_and_the_flags_that_matter():
-    from edge_sent.runtime.report_html import cpu_summary
+    from edge_sent.runtime.report.html import cpu_summary
 
     dump = ["avx", "avx2", "avx512bw", "avx512cd", "avx512dq", "avx512f", "avx512vl", "avx512_vnni", "f16c", "fma"]
     assert cpu_summary(dump) == "x86-64 AVX-512 VNNI (avx512_vnni, avx512f, avx2, fma; 10 ISA flags in all)"

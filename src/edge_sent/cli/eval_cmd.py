@@ -78,8 +78,8 @@ def eval_cmd(
     from edge_sent.atomic import atomic_write
     from edge_sent.labeled import DataConfig, label_ids, load_labeled
     from edge_sent.runtime import Classifier
-    from edge_sent.runtime.evaluation import LoadOptions, compare_variants, evaluate
-    from edge_sent.runtime.report_html import render
+    from edge_sent.runtime.report.evaluation import LoadOptions, compare_variants, evaluate
+    from edge_sent.runtime.report.html import render
     from edge_sent.runtime.session import SessionConfig, resolve_provider
     from edge_sent.runtime.verdict import decide_here
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from edge_sent.runtime import report_svg
+from edge_sent.runtime.report import svg as report_svg
 
 STYLE = """
 body { font-family: system-ui, sans-serif; color: #111827; margin: 24px auto; max-width: 1100px; padding: 0 16px; }
