@@ -41,6 +41,25 @@ def engine_versions(candidates: tuple[str, ...]) -> dict[str, Any]:
     return {OPENVINO: runtime_version()} if any(parse_candidate(c).engine == OPENVINO for c in candidates) else {}
 
 
+def engine_fields(name: str, provider: str) -> dict[str, str | None]:
+    """The engine that runs `name` (a candidate or a plain variant) on `provider` and its version: what `tune`,
+    `info` and serve's `/info` show beside the variant."""
+    candidate = parse_candidate(name)
+    if candidate.engine == OPENVINO or (candidate.engine is None and provider == OPENVINO and runtime_available()):
+        return {"engine": OPENVINO, "engine_version": runtime_version()}
+    import onnxruntime
+
+    return {"engine": "onnxruntime", "engine_version": onnxruntime.__version__}
+
+
+def engine_label(name: str, provider: str) -> str:
+    """`OpenVINO 2026.4.1, bf16` / `onnxruntime 1.32.0`: the engine of `name` in a line of text."""
+    fields, candidate = engine_fields(name, provider), parse_candidate(name)
+    if fields["engine"] != OPENVINO:
+        return f"onnxruntime {fields['engine_version']}"
+    return f"OpenVINO {fields['engine_version']}" + (f", {candidate.precision}" if candidate.engine else "")
+
+
 def load_candidate(name: str, manifest: Manifest, tokenizer: Tokenizer, config: SessionConfig) -> Engine:
     """The engine that runs candidate `name` (its graph checked against the manifest first)."""
     candidate = parse_candidate(name)

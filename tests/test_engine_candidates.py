@@ -4,6 +4,7 @@ No OpenVINO needed: the OpenVINO candidates run the fp32 graph on onnxruntime at
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -234,3 +235,34 @@ def test_batch_dependence_is_measured_for_serve_and_tune_not_for_a_first_predict
     probe = HostProbe(manifest, "cpu", SessionConfig(provider="cpu", threads=2), settings=tune.settings())
     measured = probe.decide(refresh=True, every=True).measured
     assert sorted(tune.batch_checked) == sorted([BF16, F32]) and measured[F32].batch_max_dprob is not None
+
+
+def test_tune_and_info_show_the_engine_and_its_version(bundle, monkeypatch) -> None:
+    """The chosen candidate's engine beside the variant: tune's and info's JSON and text, and each measured row."""
+    from typer.testing import CliRunner
+
+    from edge_sent.cli import app
+
+    openvino_host(monkeypatch, bf16=True, version="2026.4.1")
+    costs = {"fp32": 0.0755, "int8": 0.0395, "int8-block": 0.1003, F32: 0.07, BF16: 0.03}
+    host = FakeHost(monkeypatch, costs, {"int8": 0.93, "int8-block": 0.99, F32: 1.0, BF16: 0.995})
+    monkeypatch.setattr("edge_sent.runtime.verdict.ProbeSettings", lambda notify=None: host.settings())
+    runner = CliRunner()
+    tuned = runner.invoke(app, ["tune", str(bundle), "--provider", "cpu", "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    report = json.loads(tuned.output)
+    assert (report["variant"], report["engine"], report["engine_version"]) == (BF16, "openvino", "2026.4.1")
+    assert {row["variant"]: row["engine"] for row in report["measured"]}["int8"] == "onnxruntime"
+    text = " ".join(runner.invoke(app, ["tune", str(bundle), "--provider", "cpu"]).output.split())
+    assert "engine: OpenVINO 2026.4.1, bf16" in text
+    monkeypatch.setattr("edge_sent.runtime.session.resolve_provider", lambda provider: "cpu")
+    info = json.loads(runner.invoke(app, ["info", str(bundle), "--json"]).output)
+    assert (info["host"]["engine"], info["runs"]["engine"], info["runs"]["engine_version"]) == (
+        "openvino",
+        "openvino",
+        "2026.4.1",
+    )
+    text = " ".join(runner.invoke(app, ["info", str(bundle)]).output.split())
+    assert f"runs on this host (cpu): {BF16} on OpenVINO 2026.4.1, bf16, decided by" in text
+    assert candidates_module.engine_fields("fp32", "openvino")["engine"] == "openvino"  # forced: its runtime
+    assert candidates_module.engine_fields("fp32", "cpu")["engine"] == "onnxruntime"

@@ -217,7 +217,9 @@ def test_cli_notes_the_first_probe_tune_measures_all_info_shows_the_host(bundle:
     assert info["host"]["variant"] == report["variant"] and info["host"]["reason"] == report["reason"]
     text = run_cli("info", str(bundle), env=env).stdout
     flat = " ".join(text.split())
-    assert "measured on this host" in text and f"runs on this host (cpu): {report['variant']}, decided by" in flat
+    assert report["engine"] == info["host"]["engine"] == "onnxruntime" and report["engine_version"]
+    runs = f"runs on this host (cpu): {report['variant']} on onnxruntime {report['engine_version']}, decided by"
+    assert "measured on this host" in text and runs in flat
     shutil.rmtree(fresh_cache / "host")
     assert "not measured yet" in run_cli("info", str(bundle), env=env).stdout
 
@@ -237,6 +239,7 @@ def test_serve_probes_at_startup_before_it_is_healthy(bundle: Path, fresh_cache:
     among = {name for name in manifest.variants if manifest.batch_independent(name)}  # a server's `auto`
     assert info["variant"] == host_choice(manifest, "cpu", measured, among=among).variant
     assert info["variant_reason"] == host_choice(manifest, "cpu", measured, among=among).reason
+    assert info["engine"] == "onnxruntime" and info["engine_version"]
 
 
 def test_host_fidelity_reproduces_the_export_and_stops_once_out_of_reach(bundle: Path) -> None:

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from edge_sent import __version__
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.engine import PROBABILITIES
+from edge_sent.runtime.engine_candidates import engine_fields
 from edge_sent.runtime.serve.batching import Batcher
 from edge_sent.runtime.serve.config import ServeConfig
 from edge_sent.runtime.serve.errors import ClientDisconnected, error_response, install_error_handlers
@@ -149,6 +150,7 @@ async def info(request: Request) -> JSONResponse:
             "variant": classifier.variant,
             "variant_reason": classifier.why,  # `auto`: what this host measured (startup probe), or "named"
             "provider": classifier.providers[0],
+            **engine_fields(classifier.variant, classifier.provider),  # engine (onnxruntime, openvino), its version
             "precision": classifier.precision,
             "labels": served.labels,
             "max_length": classifier.max_length,

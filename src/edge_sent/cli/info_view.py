@@ -145,6 +145,13 @@ def what_runs(manifest: Manifest, here: str, recorded_choice: Choice, host: Host
     return Verdict(here, recorded_choice.variant, recorded_choice.reason, RECORDED)
 
 
+def engine_text(variant: str, provider: str) -> str:
+    """The engine and its version that run `variant` on `provider` here: `OpenVINO 2026.4.1, bf16`."""
+    from edge_sent.runtime.engine_candidates import engine_label
+
+    return engine_label(variant, provider)
+
+
 def auto_lines(
     here: str,
     choices: dict[str, Choice],
@@ -167,7 +174,8 @@ def auto_lines(
         )
     else:
         how = "decided by measurements on this host" if runs.decided_by == HOST else "from the recorded ranking"
-        say(f"  runs on this host ({here}): {runs.variant}, {how} — {runs.reason}", indent="      ")
+        on = engine_text(runs.variant, here)
+        say(f"  runs on this host ({here}): {runs.variant} on {on}, {how} — {runs.reason}", indent="      ")
         if runs.decided_by == HOST:
             same = "the same variant" if recorded_here.variant == runs.variant else "not what runs here"
             say(

@@ -180,14 +180,19 @@ def info_cmd(
     moved = moving_variants(manifest.platforms)
     runs = info_view.what_runs(manifest, here, choices[here], host)
     if json_out:
+        from edge_sent.runtime.engine_candidates import engine_fields
+
         host_json: dict[str, Any] | None = None
         if host is not None:
-            host_json = {"provider": here, "variant": host.choice.variant, "reason": host.choice.reason}
-            host_json["measured"] = host_rows(host.measured)
+            host_json = {"provider": here, "variant": host.choice.variant, **engine_fields(host.choice.variant, here)}
+            host_json |= {"reason": host.choice.reason, "measured": host_rows(host.measured)}
         auto = {p: {"variant": c.variant, "reason": c.reason} for p, c in choices.items()}
-        serve_json = None if served is None else {"variant": served.choice.variant, "reason": served.choice.reason}
+        serve_json = None
+        if served is not None:
+            serve_json = {"variant": served.choice.variant, **engine_fields(served.choice.variant, here)}
+            serve_json["reason"] = served.choice.reason
         host_state = {"host": host_json, "host_serve": serve_json}
-        runs_json = None if runs is None else runs.as_dict()
+        runs_json = None if runs is None else runs.as_dict() | engine_fields(runs.variant, here)
         print_json(manifest.data | {"auto": auto, "runs": runs_json, **host_state, "moves_across_platforms": moved})
         return
     info_view.overview(manifest, bundle)
@@ -199,7 +204,8 @@ def info_cmd(
         info_view.host_speed(shown.measured, min_agreement)
     info_view.auto_lines(here, choices, runs, probing_enabled(), bundle)
     if served is not None:
-        info_view.say(f"  for serve on this host ({here}): {served.choice.variant} — {served.choice.reason}", "      ")
+        serve_runs = f"{served.choice.variant} on {info_view.engine_text(served.choice.variant, here)}"
+        info_view.say(f"  for serve on this host ({here}): {serve_runs} — {served.choice.reason}", "      ")
     for variant, where in moved.items():
         info_view.say(f"note: variant {variant}'s answers move across platforms: {where}")
     for line in strings_summary(manifest.data):

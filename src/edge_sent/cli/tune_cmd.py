@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edge_sent.candidates import parse_candidate
 from edge_sent.cli.common import print_json, user_errors
 from edge_sent.cli.info_view import host_speed, say
 from edge_sent.cli.options import MinAgreementOpt, PrecisionOpt, ProviderOpt, ThreadsOpt
@@ -19,6 +20,7 @@ def host_rows(measured: dict[str, HostMeasure], floor: float = MIN_AGREEMENT) ->
     return [
         {
             "variant": m.variant,
+            "engine": parse_candidate(m.variant).engine or "onnxruntime",
             "ms": {k: round(v, 3) for k, v in m.ms.items()},
             "speedup_vs_float_path": {k: round(v, 3) for k, v in m.speedups.items()},
             "agreement_with_fp32": m.agreement,
@@ -53,6 +55,7 @@ def tune_cmd(
     result is cached. `predict`, `serve` and the rest do the same lazily on first use; this does all of it now,
     afresh."""
     from edge_sent.contract import read_manifest
+    from edge_sent.runtime.engine_candidates import engine_fields, engine_label
     from edge_sent.runtime.session import SessionConfig, resolve_provider
     from edge_sent.runtime.verdict import decide_here
 
@@ -65,6 +68,7 @@ def tune_cmd(
             {
                 "provider": short,
                 "variant": verdict.variant,
+                **engine_fields(verdict.variant, short),
                 "reason": verdict.reason,
                 "decided_by": verdict.decided_by,
                 "probe_s": round(verdict.probe_s, 3),
@@ -77,5 +81,6 @@ def tune_cmd(
         say(f"{bundle} on this host ({short}, {result_threads(config.threads)} threads):")
         host_speed(verdict.measured, min_agreement)
     say(verdict.line())
+    say(f"engine: {engine_label(verdict.variant, short)}")
     if verdict.cache_file:
         say(f"measured in {verdict.probe_s:.1f} s; cached in {verdict.cache_file}")
