@@ -379,3 +379,40 @@ def test_a_write_that_fails_keeps_nothing_of_it_and_says_a_rerun_keeps_the_finis
     assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == [".lock"]
     failing = set()
     assert score(_clf(tmp_path), config).shards_written == 2  # the rerun finishes
+
+
+def test_the_defaults_and_frozen_settings(tmp_path: Path) -> None:
+    from dataclasses import FrozenInstanceError
+
+    from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
+    from edge_sent.runtime.scoring.run import Shard
+
+    config = ScoreConfig(inputs=(), out=tmp_path)
+    assert (config.text_column, config.id_column, config.fmt) == ("text_a", None, None)
+    assert (config.shard_size, config.batch_size, config.skip_bad_rows) == (10_000, DEFAULT_BATCH_SIZE, False)
+    with pytest.raises(FrozenInstanceError):
+        config.shard_size = 1  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        Shard(tmp_path, tmp_path, []).rows = []  # type: ignore[misc]
+    check_inputs(ScoreConfig(inputs=(), out=tmp_path, shard_size=1, batch_size=1))  # the least allowed
+    assert ScoreStats().as_dict()["texts_per_s"] == 0.0  # nothing timed: no rate
+
+
+def test_a_classifier_that_drops_an_answer_never_writes_a_short_shard(tmp_path: Path) -> None:
+    clf = _clf(tmp_path)
+    clf.predict = lambda texts, batch_size: [_Prediction(t) for t in texts[:-1]]  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="shorter"):
+        score_shard(clf, "in.tsv", [Record(1, "好"), Record(2, "差")], batch_size=2)  # type: ignore[arg-type]
+
+
+def test_the_same_job_clears_what_a_killed_run_left_and_a_refused_one_clears_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    claim_directory(out, JOB)
+    half = out / ".part-000-000001.jsonl.77.tmp"
+    half.write_text("half")
+    with pytest.raises(EdgeSentError):
+        claim_directory(out, JOB | {"shard_size": 20})
+    assert half.exists()
+    claim_directory(out, JOB)
+    assert not half.exists() and (out / "job.json").exists()
