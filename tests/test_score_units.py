@@ -391,9 +391,9 @@ def test_the_defaults_and_frozen_settings(tmp_path: Path) -> None:
     assert (config.text_column, config.id_column, config.fmt) == ("text_a", None, None)
     assert (config.shard_size, config.batch_size, config.skip_bad_rows) == (10_000, DEFAULT_BATCH_SIZE, False)
     with pytest.raises(FrozenInstanceError):
-        config.shard_size = 1  # type: ignore[misc]
+        config.shard_size = 1
     with pytest.raises(FrozenInstanceError):
-        Shard(tmp_path, tmp_path, []).rows = []  # type: ignore[misc]
+        Shard(tmp_path, tmp_path, []).rows = []
     check_inputs(ScoreConfig(inputs=(), out=tmp_path, shard_size=1, batch_size=1))  # the least allowed
     assert ScoreStats().as_dict()["texts_per_s"] == 0.0  # nothing timed: no rate
 
@@ -402,7 +402,7 @@ def test_a_classifier_that_drops_an_answer_never_writes_a_short_shard(tmp_path: 
     clf = _clf(tmp_path)
     clf.predict = lambda texts, batch_size: [_Prediction(t) for t in texts[:-1]]  # type: ignore[method-assign]
     with pytest.raises(ValueError, match="shorter"):
-        score_shard(clf, "in.tsv", [Record(1, "好"), Record(2, "差")], batch_size=2)  # type: ignore[arg-type]
+        score_shard(clf, "in.tsv", [Record(1, "好"), Record(2, "差")], batch_size=2)
 
 
 def test_the_same_job_clears_what_a_killed_run_left_and_a_refused_one_clears_nothing(tmp_path: Path) -> None:
