@@ -27,8 +27,8 @@ import onnxruntime as ort
 from edge_sent.contract import TOKENIZER, read_manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.cpu_identity import cpu_fingerprint, cpu_flags
 from edge_sent.runtime.engine import Engine
+from edge_sent.runtime.host.cpu import cpu_fingerprint, cpu_flags
 from edge_sent.runtime.session import SessionConfig
 from edge_sent.tokenization import Tokenizer
 from edge_sent.variants import VARIANTS

@@ -22,7 +22,7 @@ from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import MIN_AGREEMENT, auto_choice
 from edge_sent.integrity import check_file, check_graph
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE, PROBABILITIES, Engine
-from edge_sent.runtime.host_probe import HostProbe, probing_enabled
+from edge_sent.runtime.host.probe import HostProbe, probing_enabled
 from edge_sent.runtime.openvino_engine import create_engine
 from edge_sent.runtime.session import SessionConfig, resolve_provider
 from edge_sent.runtime.strings import StringEngine

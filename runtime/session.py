@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from edge_sent.errors import EdgeSentError
 from edge_sent.providers import PROVIDER_CHOICES, PROVIDERS, auto_provider, provider_spec
-from edge_sent.runtime.cpu_identity import cpu_flags
+from edge_sent.runtime.host.cpu import cpu_flags
 
 __all__ = ["PROVIDERS", "PROVIDER_CHOICES", "SessionConfig", "create_session", "resolve_precision", "resolve_provider"]
 
@@ -53,7 +53,7 @@ def physical_cores() -> int:
 
 
 def cpu_has_bf16() -> bool:
-    """AVX-512 BF16 or AMX on the CPU this code runs on (`cpu_identity`: the emulated one under qemu)."""
+    """AVX-512 BF16 or AMX on the CPU this code runs on (`host.cpu`: the emulated one under qemu)."""
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_sent.runtime import cpu_identity
-from edge_sent.runtime.cpu_identity import AT_HWCAP, AT_HWCAP2, decode_cpuid, decode_hwcaps, read_auxv
+from edge_sent.runtime.host import cpu as cpu_identity
+from edge_sent.runtime.host.cpu import AT_HWCAP, AT_HWCAP2, decode_cpuid, decode_hwcaps, read_auxv
 from tests.conftest import ROOT
 
 ARM64_ROOT = Path(os.environ.get("EDGE_SENT_ARM64_ROOT", ROOT / ".emu" / "arm64"))
-FINGERPRINT = "import json; from edge_sent.runtime.cpu_identity import cpu_fingerprint as f; print(json.dumps(f()))"
+FINGERPRINT = "import json; from edge_sent.runtime.host.cpu import cpu_fingerprint as f; print(json.dumps(f()))"
 X86 = cpu_identity.platform.machine().lower() in ("x86_64", "amd64")
 
 
@@ -106,8 +106,8 @@ def test_under_qemu_aarch64_each_cpu_model_reports_its_own_features() -> None:
     found = {}
     inside = Path("/tmp") / f"edge-sent-cpu-{os.getpid()}"  # this checkout's module (standard library only)
     (ARM64_ROOT / inside.relative_to("/")).mkdir(parents=True, exist_ok=True)
-    shutil.copy(cpu_identity.__file__, ARM64_ROOT / inside.relative_to("/") / "cpu_identity.py")
-    script = f"import sys; sys.path.insert(0, {str(inside)!r}); " + FINGERPRINT.replace("edge_sent.runtime.", "")
+    shutil.copy(cpu_identity.__file__, ARM64_ROOT / inside.relative_to("/") / "cpu.py")
+    script = f"import sys; sys.path.insert(0, {str(inside)!r}); " + FINGERPRINT.replace("edge_sent.runtime.host.", "")
     try:
         for cpu in ("cortex-a72", "max"):
             command = [str(ROOT / "scripts" / "in-arm64.sh"), str(ARM64_ROOT), "python", "-c", script]

@@ -15,11 +15,11 @@ from edge_sent.candidates import Candidate, parse_candidate
 from edge_sent.contract import read_manifest
 from edge_sent.fidelity import HostMeasure, host_choice
 from edge_sent.integrity import check_graph
-from edge_sent.runtime import engine_candidates as candidates_module
-from edge_sent.runtime import host_probe
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.host_probe import HostProbe
-from edge_sent.runtime.probe_timing import ProbeSettings, time_variants
+from edge_sent.runtime.host import candidates as candidates_module
+from edge_sent.runtime.host import probe as host_probe
+from edge_sent.runtime.host.probe import HostProbe
+from edge_sent.runtime.host.timing import ProbeSettings, time_variants
 from edge_sent.runtime.session import SessionConfig
 
 F32, BF16 = "fp32@openvino-fp32", "fp32@openvino-bf16"
@@ -246,7 +246,7 @@ def test_tune_and_info_show_the_engine_and_its_version(bundle, monkeypatch) -> N
     openvino_host(monkeypatch, bf16=True, version="2026.4.1")
     costs = {"fp32": 0.0755, "int8": 0.0395, "int8-block": 0.1003, F32: 0.07, BF16: 0.03}
     host = FakeHost(monkeypatch, costs, {"int8": 0.93, "int8-block": 0.99, F32: 1.0, BF16: 0.995})
-    monkeypatch.setattr("edge_sent.runtime.verdict.ProbeSettings", lambda notify=None: host.settings())
+    monkeypatch.setattr("edge_sent.runtime.host.verdict.ProbeSettings", lambda notify=None: host.settings())
     runner = CliRunner()
     tuned = runner.invoke(app, ["tune", str(bundle), "--provider", "cpu", "--json"])
     assert tuned.exit_code == 0, tuned.output

@@ -128,9 +128,9 @@ def _host_profile(bundle: Path, int8: dict) -> None:
     with the given fidelity, int8-block slower than fp32 (EDGE_SENT_CACHE set by the caller)."""
     from edge_sent.contract import read_manifest
     from edge_sent.fidelity import HostMeasure
-    from edge_sent.runtime import host_cache
-    from edge_sent.runtime.host_probe import HostProbe
-    from edge_sent.runtime.probe_timing import SHAPES
+    from edge_sent.runtime.host import cache as host_cache
+    from edge_sent.runtime.host.probe import HostProbe
+    from edge_sent.runtime.host.timing import SHAPES
     from edge_sent.runtime.session import SessionConfig
 
     manifest = read_manifest(bundle)

@@ -12,10 +12,11 @@ import pytest
 
 from edge_sent.contract import read_manifest
 from edge_sent.fidelity import MIN_SPEEDUP, HostMeasure, host_choice
-from edge_sent.runtime import host_cache, host_probe
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.host_probe import HostProbe, ProbeSettings
+from edge_sent.runtime.host import cache as host_cache
+from edge_sent.runtime.host import probe as host_probe
+from edge_sent.runtime.host.probe import HostProbe, ProbeSettings
 from edge_sent.runtime.session import SessionConfig
 
 from .conftest import run_cli

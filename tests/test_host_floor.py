@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from edge_sent.contract import Manifest
 from edge_sent.fidelity import HostMeasure
-from edge_sent.runtime import host_cache
-from edge_sent.runtime.host_probe import HostProbe, ProbeSettings
+from edge_sent.runtime.host import cache as host_cache
+from edge_sent.runtime.host.probe import HostProbe, ProbeSettings
 from edge_sent.runtime.session import SessionConfig
 
 MAX_BATCHES = 2_000  # far more than any finite decision runs: past it, `decide` is looping

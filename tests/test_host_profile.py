@@ -14,7 +14,7 @@ import pytest
 from edge_sent.contract import read_manifest
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.host_probe import cached_result
+from edge_sent.runtime.host.probe import cached_result
 from edge_sent.runtime.session import SessionConfig
 
 from .conftest import run_cli
@@ -94,7 +94,7 @@ def test_the_probe_holds_one_candidates_session_at_a_time(
 def test_saving_merges_into_the_cached_profile(cache: Path) -> None:
     """Two processes that probe different variants (a server and a `predict`) both keep what they measured."""
     from edge_sent.fidelity import HostMeasure
-    from edge_sent.runtime import host_cache
+    from edge_sent.runtime.host import cache as host_cache
 
     key = {"schema": "test", "bundle": "b"}
     fast = {"1 text": 2.0}

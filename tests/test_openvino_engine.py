@@ -14,9 +14,10 @@ import pytest
 from edge_sent.contract import TOKENIZER, read_manifest
 from edge_sent.fidelity import HostMeasure
 from edge_sent.integrity import check_file
-from edge_sent.runtime import Classifier, host_cache
+from edge_sent.runtime import Classifier
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.host_probe import HostProbe
+from edge_sent.runtime.host import cache as host_cache
+from edge_sent.runtime.host.probe import HostProbe
 from edge_sent.runtime.openvino_engine import OpenVINOEngine
 from edge_sent.runtime.session import SessionConfig, cpu_has_bf16
 from edge_sent.tokenization import Tokenizer

@@ -68,7 +68,7 @@ def test_the_job_records_the_runtime_and_cpu_class_where_answers_depend_on_them(
     import onnxruntime as ort
 
     from edge_sent.runtime import Classifier
-    from edge_sent.runtime.cpu_identity import cpu_fingerprint
+    from edge_sent.runtime.host.cpu import cpu_fingerprint
     from edge_sent.runtime.scoring import job as score_job
     from edge_sent.runtime.scoring.run import ScoreConfig, score
 

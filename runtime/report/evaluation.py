@@ -23,7 +23,7 @@ from edge_sent.contract import OUTPUT_NAMES
 from edge_sent.errors import EdgeSentError
 from edge_sent.metrics import agreement, classification_report, label_scores
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.cpu_identity import cpu_flags
+from edge_sent.runtime.host.cpu import cpu_flags
 
 LATENCY_TEXTS = 48  # texts timed one at a time through every variant
 DELTA_EDGES = np.concatenate([[0.0], 10.0 ** np.arange(-7, 1)])  # |Δprob| bins: 0, 1e-7, ..., 1

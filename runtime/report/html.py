@@ -1,8 +1,8 @@
 """`edge-sent eval --report`: one self-contained HTML page (inline CSS and SVG; no script, no font, no CDN).
 
 It opens with a verdict: the variant `auto` runs on this host and why (the sentence `edge-sent tune` prints, from
-the same rule and measurements: `edge_sent.runtime.verdict`), the most accurate variant on these texts, what was not
-measured, and the caveats (truncated texts)."""
+the same rule and measurements: `edge_sent.runtime.host.verdict`), the most accurate variant on these texts,
+what was not measured, and the caveats (truncated texts)."""
 
 from __future__ import annotations
 

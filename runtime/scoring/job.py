@@ -5,7 +5,7 @@ file gets into it (whole or not at all).
 settings, and the model that computes the answers: a digest of its files (`Manifest.model_sha256`: a re-export
 into the same bundle folder changes it), the variant actually resolved (never `auto`), the provider, the precision
 it computes in (`fp32` on OpenVINO is bf16 where the CPU has it), the batch size when the variant's answers
-depend on their batch, and the onnxruntime version and the CPU class (`cpu_identity`) when they depend on those
+depend on their batch, and the onnxruntime version and the CPU class (`host.cpu`) when they depend on those
 (integer-kernel variants and bf16: their labels differ across CPU classes; a resume after an upgrade, on another
 machine or by Ray workers on another CPU would mix two sets of answers). A rerun that differs in any of them is
 refused with one line naming what changed, instead of writing a second model's answers next to the first's.
@@ -29,8 +29,8 @@ import onnxruntime as ort
 from edge_sent.atomic import atomic_write
 from edge_sent.errors import EdgeSentError
 from edge_sent.runtime.classifier import Classifier
-from edge_sent.runtime.cpu_identity import cpu_fingerprint, describe_change
 from edge_sent.runtime.engine import DEFAULT_BATCH_SIZE
+from edge_sent.runtime.host.cpu import cpu_fingerprint, describe_change
 from edge_sent.variants import VARIANTS
 
 RERUN = "rerun the same command, which keeps the finished shards"  # what a rerun does, in write errors
@@ -63,7 +63,7 @@ def host_dependent(classifier: Classifier) -> bool:
 
 def model_record(classifier: Classifier, batch_size: int) -> dict[str, Any]:
     """What computes the answers; the batch size only where the variant's answers depend on their batch, the
-    onnxruntime version and the CPU class (`cpu_identity`: machine and ISA features) only where they depend on
+    onnxruntime version and the CPU class (`host.cpu`: machine and ISA features) only where they depend on
     those."""
     manifest, variant = classifier.manifest, classifier.variant
     on_host = host_dependent(classifier)

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 from edge_sent import __version__
 from edge_sent.runtime.classifier import Classifier
 from edge_sent.runtime.engine import PROBABILITIES
-from edge_sent.runtime.engine_candidates import engine_fields
+from edge_sent.runtime.host.candidates import engine_fields
 from edge_sent.runtime.serve.batching import Batcher
 from edge_sent.runtime.serve.config import ServeConfig
 from edge_sent.runtime.serve.errors import ClientDisconnected, error_response, install_error_handlers

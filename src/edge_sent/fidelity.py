@@ -1,7 +1,7 @@
 """`auto`'s rules: the fastest variant whose agreement with fp32 reaches a floor, else the faithful float path.
 
 Two rules over the same variant table. `host_choice` (the default) decides from what the machine running
-the bundle measured (`edge_sent.runtime.host_probe`): speed against the float path, and agreement with the
+the bundle measured (`edge_sent.runtime.host.probe`): speed against the float path, and agreement with the
 fp32 probabilities the export recorded for the bundle's host-check texts. `auto_choice` decides from the
 export's records alone (the recorded ranking: `--no-probe`, `EDGE_SENT_PROBE=0`, and providers with no
 quantized candidate).

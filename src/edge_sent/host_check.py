@@ -1,7 +1,7 @@
 """The bundle's host-check file: texts and fp32's probabilities for each, as the export computed them.
 
 `auto` reruns the quantized variants on these texts on the machine that runs the bundle and compares their
-answers with fp32's recorded ones (`edge_sent.runtime.host_probe`); the export writes the file.
+answers with fp32's recorded ones (`edge_sent.runtime.host.probe`); the export writes the file.
 """
 
 from __future__ import annotations

@@ -78,10 +78,10 @@ def eval_cmd(
     from edge_sent.atomic import atomic_write
     from edge_sent.labeled import DataConfig, label_ids, load_labeled
     from edge_sent.runtime import Classifier
+    from edge_sent.runtime.host.verdict import decide_here
     from edge_sent.runtime.report.evaluation import LoadOptions, compare_variants, evaluate
     from edge_sent.runtime.report.html import render
     from edge_sent.runtime.session import SessionConfig, resolve_provider
-    from edge_sent.runtime.verdict import decide_here
 
     if report_path is not None and report_path.is_dir():
         raise EdgeSentError(f"--report {report_path} is a directory; give the HTML file to write")

@@ -20,8 +20,8 @@ from edge_sent.contract import Agreement, Manifest, VariantEntry
 from edge_sent.fidelity import MIN_SPEEDUP, Choice, HostMeasure, host_candidates, recorded
 
 if TYPE_CHECKING:
-    from edge_sent.runtime.host_probe import HostResult
-    from edge_sent.runtime.verdict import Verdict
+    from edge_sent.runtime.host.probe import HostResult
+    from edge_sent.runtime.host.verdict import Verdict
 
 WIDTH = 100  # the widest line `info` prints, in a pipe too
 
@@ -117,7 +117,7 @@ def overview(manifest: Manifest, root: Path) -> None:
 
 def host_speed(measured: dict[str, HostMeasure], floor: float) -> None:
     """Speed per variant as a table, then one agreement line per variant (a bound when the rerun stopped early)."""
-    from edge_sent.runtime.verdict import agreement_text
+    from edge_sent.runtime.host.verdict import agreement_text
 
     shapes = list(next(iter(measured.values())).ms) if measured else []
     speed = table("variant", *(f"p50 {s}" for s in shapes), f"slowest speed-up (≥ {MIN_SPEEDUP:.2f}×)")
@@ -135,8 +135,8 @@ def host_speed(measured: dict[str, HostMeasure], floor: float) -> None:
 def what_runs(manifest: Manifest, here: str, recorded_choice: Choice, host: HostResult | None) -> Verdict | None:
     """The decision `--variant auto` runs on this host: the host's measurements, or the recorded ranking when probing
     is off or the provider has no quantized candidate to measure; None while this host has not measured yet."""
-    from edge_sent.runtime.host_probe import probing_enabled
-    from edge_sent.runtime.verdict import RECORDED, Verdict, from_result
+    from edge_sent.runtime.host.probe import probing_enabled
+    from edge_sent.runtime.host.verdict import RECORDED, Verdict, from_result
 
     if probing_enabled() and host is not None:
         return from_result(host, here)
@@ -147,7 +147,7 @@ def what_runs(manifest: Manifest, here: str, recorded_choice: Choice, host: Host
 
 def engine_text(variant: str, provider: str) -> str:
     """The engine and its version that run `variant` on `provider` here: `OpenVINO 2026.4.1, bf16`."""
-    from edge_sent.runtime.engine_candidates import engine_label
+    from edge_sent.runtime.host.candidates import engine_label
 
     return engine_label(variant, provider)
 
@@ -161,7 +161,7 @@ def auto_lines(
 ) -> None:
     """Which `auto` runs here (the host's decision, or the recorded ranking when probing is off or the provider has
     no quantized candidate to measure), why the other does not, and the recorded ranking on other providers."""
-    from edge_sent.runtime.verdict import HOST
+    from edge_sent.runtime.host.verdict import HOST
 
     say("--variant auto:")
     recorded_here = choices[here]

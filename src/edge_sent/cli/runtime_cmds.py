@@ -168,7 +168,7 @@ def info_cmd(
     provider, and why."""
     from edge_sent.cli import info_view
     from edge_sent.cli.tune_cmd import host_rows, result_threads
-    from edge_sent.runtime.host_probe import cached_result, probing_enabled
+    from edge_sent.runtime.host.probe import cached_result, probing_enabled
     from edge_sent.runtime.session import SessionConfig, resolve_provider
 
     manifest = read_manifest(bundle)
@@ -180,7 +180,7 @@ def info_cmd(
     moved = moving_variants(manifest.platforms)
     runs = info_view.what_runs(manifest, here, choices[here], host)
     if json_out:
-        from edge_sent.runtime.engine_candidates import engine_fields
+        from edge_sent.runtime.host.candidates import engine_fields
 
         host_json: dict[str, Any] | None = None
         if host is not None:

@@ -15,7 +15,7 @@ from edge_sent.fidelity import MIN_AGREEMENT, HostMeasure
 
 
 def host_rows(measured: dict[str, HostMeasure], floor: float = MIN_AGREEMENT) -> list[dict[str, Any]]:
-    from edge_sent.runtime.verdict import agreement_text
+    from edge_sent.runtime.host.verdict import agreement_text
 
     return [
         {
@@ -55,9 +55,9 @@ def tune_cmd(
     result is cached. `predict`, `serve` and the rest do the same lazily on first use; this does all of it now,
     afresh."""
     from edge_sent.contract import read_manifest
-    from edge_sent.runtime.engine_candidates import engine_fields, engine_label
+    from edge_sent.runtime.host.candidates import engine_fields, engine_label
+    from edge_sent.runtime.host.verdict import decide_here
     from edge_sent.runtime.session import SessionConfig, resolve_provider
-    from edge_sent.runtime.verdict import decide_here
 
     manifest = read_manifest(bundle)
     short = resolve_provider(provider)

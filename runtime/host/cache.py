@@ -2,7 +2,7 @@
 
 One JSON file per key: the bundle's content (sha256 of its manifest, which hashes every file), the provider,
 the precision, the threads, the onnxruntime version and the CPU fingerprint (machine and ISA features of the CPU
-the code runs on, the emulated one under qemu: `cpu_identity`). The key is stored inside the file and compared on
+the code runs on, the emulated one under qemu: `cpu`). The key is stored inside the file and compared on
 every read: a file that does not parse, or whose key or records do not match, is ignored (and later overwritten),
 never trusted. Written atomically (temporary file + rename).
 """
@@ -22,10 +22,10 @@ import onnxruntime as ort
 
 from edge_sent.contract import MANIFEST, Manifest
 from edge_sent.fidelity import HostMeasure
-from edge_sent.runtime.cpu_identity import cpu_fingerprint
+from edge_sent.runtime.host.cpu import cpu_fingerprint
 from edge_sent.user_cache import CACHE_ENV, cache_root
 
-SCHEMA = 2  # 2: the CPU as this process sees it (cpu_identity), not /proc/cpuinfo's host
+SCHEMA = 2  # 2: the CPU as this process sees it (host.cpu), not /proc/cpuinfo's host
 
 
 def manifest_sha256(manifest: Manifest) -> str:

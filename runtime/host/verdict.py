@@ -1,5 +1,5 @@
 """What `auto` runs on this host and why, in one sentence: the decision `tune`, `info` and the evaluation report
-share (the rule itself is `edge_sent.fidelity`; the measurements `host_probe`'s).
+share (the rule itself is `edge_sent.fidelity`; the measurements `host.probe`'s).
 
 `decide_here` asks the same `HostProbe.decide` that `tune` and a first load run (from the host cache when it holds
 the measurements, else measuring now), or, with probing off, the export's recorded ranking. `agreement_text` is the
@@ -15,7 +15,7 @@ from typing import Any
 
 from edge_sent.contract import Manifest
 from edge_sent.fidelity import MIN_AGREEMENT, HostMeasure, auto_choice
-from edge_sent.runtime.host_probe import HostProbe, HostResult, ProbeSettings, probing_enabled
+from edge_sent.runtime.host.probe import HostProbe, HostResult, ProbeSettings, probing_enabled
 from edge_sent.runtime.session import SessionConfig
 
 HOST, RECORDED = "this host", "recorded ranking"

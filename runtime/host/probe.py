@@ -4,7 +4,7 @@ Speed: each candidate and the float path run side by side (rotated blocks of con
 shapes, one text and a batch of `PROBE_BATCH` texts, both at the bundle's typical length (the median token count
 of its host-check texts). Fidelity: the candidate reruns the bundle's host-check texts here and is compared with the
 fp32 probabilities the export recorded for them; measured lazily, fastest candidate first, only for candidates
-that beat the float path. The rule is `edge_sent.fidelity.host_choice`; the cache `host_cache`.
+that beat the float path. The rule is `edge_sent.fidelity.host_choice`; the cache `cache`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from edge_sent.fidelity import (
 from edge_sent.host_check import read_host_check
 from edge_sent.integrity import check_file
 from edge_sent.metrics import agreement
-from edge_sent.runtime import host_cache
 from edge_sent.runtime.engine import Engine
-from edge_sent.runtime.engine_candidates import batch_dependence, engine_candidates, engine_versions, load_candidate
-from edge_sent.runtime.probe_timing import ProbeSettings, probe_batches, time_variants
+from edge_sent.runtime.host import cache as host_cache
+from edge_sent.runtime.host.candidates import batch_dependence, engine_candidates, engine_versions, load_candidate
+from edge_sent.runtime.host.timing import ProbeSettings, probe_batches, time_variants
 from edge_sent.runtime.session import SessionConfig, physical_cores, resolve_precision
 from edge_sent.tokenization import Tokenizer
 from edge_sent.variants import float_path
