@@ -164,6 +164,8 @@ def test_plan_batch_bounds_rows_tokens_and_padding_exactly() -> None:
     assert plan_batch([10, 10, 11], max_size=8, max_tokens=1000) == [0, 1, 2]  # 2 rows × 1 ≤ 11 / 4
     assert plan_batch([10, 10, 12], max_size=8, max_tokens=1000) == [0, 1]  # 2 rows × 2 > 12 / 4
     assert plan_batch([12, 10], max_size=8, max_tokens=1000) == [1, 0]  # a shorter one pads 2 ≤ 10 / 4
+    assert plan_batch([12, 10], max_size=8, max_tokens=24) == [1, 0]  # a shorter one: rows × the longest = 24
+    assert plan_batch([12, 10], max_size=8, max_tokens=23) == [0]
     assert plan_batch([12, 9], max_size=8, max_tokens=1000) == [0]  # 3 > 9 / 4
     # the shorter and the longer neighbour add the same padding: the older one joins
     assert plan_batch([10, 12, 8], max_size=2, max_tokens=1000) == [0, 1]
@@ -499,3 +501,10 @@ def test_wait_for_disconnect_ignores_other_messages() -> None:
         return seen
 
     assert asyncio.run(scenario()) == 3
+
+
+def test_a_texts_scores_cannot_be_changed() -> None:
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        Scores({}, False, 0.0, 0.0).truncated = True  # type: ignore[misc]
