@@ -1,10 +1,10 @@
 """Every variant's answers on given texts, on whatever CPU this interpreter runs on.
 
-The device matrix (`benchmarks/devices.py`) runs this same module on each platform (x86 natively, x86 without
+The device matrix (`benchmarks/devices.py`) runs this same script on each platform (x86 natively, x86 without
 AVX-512 and aarch64 under emulation) and compares the answers; torch-free, so it runs where only the runtime
 is installed:
 
-    python -m edge_sent.runtime.answers BUNDLE TEXTS.txt OUT.json [--ort DIR] [--batch-size N]
+    python benchmarks/answers.py BUNDLE TEXTS.txt OUT.json [--ort DIR] [--batch-size N]
 
 TEXTS.txt: one text a line. Graphs: every variant of the bundle the CPU provider runs, each variant's string-in
 graph (`strings:<variant>`) when the bundle has them, and every `.ort` file in DIR (`ort:<file>`). A graph that

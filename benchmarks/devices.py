@@ -8,7 +8,7 @@ x86-64 natively (the reference: this machine's class, e.g. AVX-512 VNNI), x86-64
 (`qemu-x86_64-static -cpu Haswell`, when this machine has AVX-512; when it has not, it *is* that class), aarch64
 (a Debian arm64 root under qemu-user: `scripts/arm64-root.sh`), Node.js (onnxruntime-node through
 transformers.js, `js/classify.mjs`) and the browser (onnxruntime-web WebAssembly in headless Chromium,
-`js/browser.mjs`). Every platform runs `python -m edge_sent.runtime.answers` (or the JS equivalents); each
+`js/browser.mjs`). Every platform runs `benchmarks/answers.py` (or the JS equivalents); each
 graph's answers are compared with the same graph's on the reference: labels identical, max |Δprob|.
 Emulation tells answers and operator support, never speed. `--record` writes the result into the bundle's
 manifest (`platforms`), where `edge-sent info` flags a variant whose labels move.
@@ -32,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_TSV = ROOT / "data" / "chnsenticorp" / "test.tsv"
+ANSWERS = Path(__file__).with_name("answers.py")  # run on every platform, where only the runtime is installed
 EMULATED = "emulated (qemu-user): answers and operator support only, no speed"
 
 
@@ -72,7 +73,7 @@ def python_platform(
     prefix: list[str], work: Path, bundle: Path, ort_dir: Path, timeout: int, batch: int, threads: int = 0
 ) -> dict[str, Any]:
     out = work / f"answers-{os.getpid()}-{time.monotonic_ns()}.json"
-    module = [*prefix, "-m", "edge_sent.runtime.answers", str(bundle), str(work / "texts.txt"), str(out)]
+    module = [*prefix, str(ANSWERS), str(bundle), str(work / "texts.txt"), str(out)]
     module += ["--ort", str(ort_dir), "--batch-size", str(batch)] + (["--threads", str(threads)] if threads else [])
     return run_answers(module, out, timeout)
 
@@ -88,8 +89,9 @@ def arm64_platform(
     shutil.copytree(bundle, inside / "bundle")
     shutil.copytree(ort_dir, inside / "ort")
     shutil.copy(work / "texts.txt", inside / "texts.txt")
-    command = [str(ROOT / "scripts" / "in-arm64.sh"), str(root), "/opt/venv/bin/python", "-m"]
-    command += ["edge_sent.runtime.answers", str(at / "bundle"), str(at / "texts.txt"), str(at / "answers.json")]
+    shutil.copy(ANSWERS, inside / ANSWERS.name)
+    command = [str(ROOT / "scripts" / "in-arm64.sh"), str(root), "/opt/venv/bin/python", str(at / ANSWERS.name)]
+    command += [str(at / "bundle"), str(at / "texts.txt"), str(at / "answers.json")]
     command += ["--ort", str(at / "ort"), "--batch-size", str(batch), "--threads", "1"]
     try:
         return run_answers(command, inside / "answers.json", timeout, {"QEMU_CPU": cpu} if cpu else None)
@@ -204,8 +206,9 @@ def convert_to_ort(bundle: Path, variants: list[str], out: Path) -> None:
 
 
 def matrix(args: argparse.Namespace) -> dict[str, Any]:
+    from answers import platform_record
+
     from edge_sent.contract import read_manifest
-    from edge_sent.runtime.answers import platform_record
     from edge_sent.variants import VARIANTS
 
     bundle = args.bundle.resolve()

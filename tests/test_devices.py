@@ -64,7 +64,7 @@ def test_answers_module_runs_every_graph_and_reports_failures(tiny_bundle: Path,
     ort_dir.mkdir()
     (ort_dir / "broken.ort").write_bytes(b"not an ort file")
     out = tmp_path / "answers.json"
-    command = [sys.executable, "-m", "edge_sent.runtime.answers", str(tiny_bundle), str(texts), str(out)]
+    command = [sys.executable, str(devices.ANSWERS), str(tiny_bundle), str(texts), str(out)]
     proc = subprocess.run([*command, "--ort", str(ort_dir), "--batch-size", "4"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
