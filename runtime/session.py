@@ -12,10 +12,10 @@ from pathlib import Path
 import onnxruntime as ort
 
 from edge_sent.errors import EdgeSentError
-from edge_sent.providers import PROVIDER_CHOICES, PROVIDERS, auto_provider, provider_spec
+from edge_sent.providers import PROVIDERS, auto_provider, provider_spec
 from edge_sent.runtime.host.cpu import cpu_flags
 
-__all__ = ["PROVIDERS", "PROVIDER_CHOICES", "SessionConfig", "create_session", "resolve_precision", "resolve_provider"]
+__all__ = ["SessionConfig", "create_session", "resolve_precision", "resolve_provider"]
 
 
 class ProviderFallbackWarning(RuntimeWarning):
