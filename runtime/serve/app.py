@@ -189,7 +189,9 @@ def _add_routes(app: FastAPI) -> None:
         responses=ERRORS,
         openapi_extra=_body(HfRequest),
     )
-    not_ready = {503: {"model": ErrorBody, "description": "shutting down or not ready"}}
+    not_ready: dict[int | str, dict[str, Any]] = {
+        503: {"model": ErrorBody, "description": "shutting down or not ready"}
+    }
     app.add_api_route("/health", health, methods=["GET"], responses=not_ready)
     app.add_api_route("/info", info, methods=["GET"])
     app.add_api_route("/metrics", prometheus, methods=["GET"])
