@@ -256,6 +256,14 @@ def test_cli_predict_text_file_stdin_and_json(tiny_bundle, tmp_path):
     assert proc.returncode == 0 and "1200 text(s)" in proc.stdout
 
 
+def test_cli_predict_title_is_its_own_line(tiny_bundle):
+    """The table's title is a line of its own above the table, whole at 100 columns: not wrapped at the width of
+    the (narrow) table below it."""
+    proc = run_cli("predict", str(tiny_bundle), "很好", "--variant", "fp32", env={"COLUMNS": "100"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "1 text(s) · variant fp32 · CPUExecutionProvider"
+
+
 def test_cli_predict_bad_input(tiny_bundle, tmp_path):
     assert_user_error(run_cli("predict", str(tmp_path / "missing"), "好"), "bundle directory not found")
     assert_user_error(run_cli("predict", str(tiny_bundle), "  "), "text argument 1 is empty")

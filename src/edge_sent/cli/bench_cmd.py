@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edge_sent.cli.common import console, print_json, split_choices, user_errors
+from edge_sent.cli.info_view import say
 from edge_sent.providers import PROVIDER_HELP
 
 
@@ -62,7 +63,8 @@ def bench_cmd(
     if json_out:
         print_json(result)
         return
-    table = Table(title=f"edge-sent bench {bundle} · batch {batch_size} · p50 / p90 / p99 ms", title_justify="left")
+    say(f"edge-sent bench {bundle} · batch {batch_size} · p50 / p90 / p99 ms")
+    table = Table()
     table.add_column("variant")
     table.add_column("size", justify="right")
     for length in lengths:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edge_sent.cli.common import console, err_console, print_json, split_choices, user_errors
+from edge_sent.cli.info_view import say
 from edge_sent.contract import MANIFEST, parse_manifest
 from edge_sent.errors import EdgeSentError
 from edge_sent.fidelity import below_floor
@@ -113,7 +114,8 @@ def train_cmd(
     if json_out:
         print_json(report)
         return
-    table = Table(title=f"edge-sent train → {out}")
+    say(f"edge-sent train → {out}")
+    table = Table()
     table.add_column("")
     table.add_column("value", justify="right")
     table.add_row("training rows", str(report["n_train"]))

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from edge_sent.cli.common import console, err_console, error_line, print_json, user_errors
+from edge_sent.cli.info_view import say
 from edge_sent.cli.options import MinAgreementOpt, PrecisionOpt, ProbeOpt, ProviderOpt, ThreadsOpt, VariantOpt
 from edge_sent.contract import MANIFEST, read_manifest
 from edge_sent.errors import EdgeSentError
@@ -137,9 +138,8 @@ def predict_cmd(
             sys.stdout.write(json.dumps({"text": text} | r.as_dict(), ensure_ascii=False) + "\n")
     else:
         graph = " (string-in graph)" if strings else ""
-        table = Table(
-            title=f"{len(items)} text(s) · variant {clf.variant}{graph} · {clf.providers[0]}", title_justify="left"
-        )
+        say(f"{len(items)} text(s) · variant {clf.variant}{graph} · {clf.providers[0]}")
+        table = Table()
         table.add_column("text", overflow="ellipsis", max_width=60, no_wrap=True)
         table.add_column("label")
         table.add_column("p", justify="right")
