@@ -60,6 +60,25 @@ def test_the_cpu_is_summarised_by_its_class_and_the_flags_that_matter():
     assert cpu_summary(["asimd", "asimddp", "i8mm"], "aarch64").startswith("Arm64 NEON + dotprod, i8mm (")
 
 
+def test_the_report_names_the_calibration_the_graph_applies(report):
+    """A vector-scaled bundle is described as such (not as a temperature), with why it was chosen; an
+    uncalibrated one says so and why."""
+    from edge_sent.calibration import LogitMap
+    from edge_sent.runtime.report import html
+
+    _, result = report
+    vector = LogitMap("vector", 1.0, (0.9, 1.2), (0.1, -0.1))
+    cal = result["calibration"] | {"method": "vector", "described": vector.describe(), "chosen_because": "vector: best"}
+    page = html._summary(result | {"calibration": cal}) + html._calibration(result | {"calibration": cal})
+    assert (
+        "vector scaling: logits × (0.900, 1.200) + (+0.100, -0.100)" in page and "Chosen on dev: vector: best" in page
+    )
+    assert "temperature" not in page and "T = " not in page
+    none = {"after": cal["after"], "temperature": 1.0, "method": "none", "described": LogitMap().describe()}
+    page = html._calibration(result | {"calibration": none | {"chosen_because": "T = 1 kept: no map helps"}})
+    assert "applies no calibration (T = 1). Chosen on dev: T = 1 kept: no map helps." in page
+
+
 def test_the_report_holds_every_variant_and_its_own_figures(report, tiny_bundle):
     path, result = report
     manifest = json.loads((tiny_bundle / "manifest.json").read_text(encoding="utf-8"))

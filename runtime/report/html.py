@@ -120,7 +120,7 @@ def _summary(ev: dict[str, Any]) -> str:
         ["texts", str(ev["n"])],
         ["accuracy", f"{ev['accuracy']:.4f}"],
         ["macro-F1", f"{ev['macro_f1']:.4f}"],
-        ["temperature T", f"{cal['temperature']:.4f}" + ("" if "before" in cal else " (not calibrated)")],
+        ["calibration in the graph", cal.get("described") or f"temperature: logits / {cal['temperature']:.4f}"],
         ["ECE (15 bins), as exported", f"{cal['after']['ece']:.4f}"],
     ]
     if "before" in cal:
@@ -141,10 +141,12 @@ def _calibration(ev: dict[str, Any]) -> str:
     parts = []
     if "before" in cal:
         before = report_svg.reliability(cal["before"]["bins"], "before calibration", cal["before"]["ece"], k)
-        parts.append(_figure("reliability-before", before, "softmax(logits × T): the head's raw probabilities."))
-        caption = f"The bundle's probabilities: its graph divides the logits by T = {cal['temperature']:.4f}."
+        parts.append(_figure("reliability-before", before, "The head's raw probabilities (calibration undone)."))
+        caption = f"The bundle's probabilities, calibrated in its graph: {cal.get('described', '')}."
     else:
-        caption = "This bundle is not calibrated (T = 1): exported with a run trained with --no-calibrate or no dev."
+        caption = "This bundle's graph applies no calibration (T = 1)."
+    if cal.get("chosen_because"):
+        caption += f" Chosen on dev: {cal['chosen_because']}."
     parts.append(_figure("reliability-after", after, caption))
     return "".join(parts)
 
