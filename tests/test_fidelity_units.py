@@ -288,3 +288,13 @@ def test_unprobed_candidates_are_listed_in_the_tables_order() -> None:
     assert (
         choice.reason == "the faithful float path (int8: not probed on this host; int8-block: not probed on this host)"
     )
+
+
+def test_a_refitted_head_without_dev_is_uncalibrated_whatever_train_chose() -> None:
+    """A variant whose head was refitted with no dev split has no calibration folded into its graph: its
+    probabilities must not be read as the run's (T = 1.3 here), and a refit that chose its own T keeps it."""
+    manifest = _manifest(fp32={}, int8={"refit": {"n_dev": 0}}, int8_block={"refit": {"temperature": 1.1}})
+    manifest.data["calibration"] = {"method": "temperature", "temperature": 1.3}
+    assert manifest.temperature("fp32") == 1.3
+    assert manifest.temperature("int8") == 1.0 and manifest.calibration("int8")["method"] == "temperature"
+    assert manifest.temperature("int8-block") == 1.1
