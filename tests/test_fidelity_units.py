@@ -224,8 +224,8 @@ def test_host_choice_asks_for_what_it_needs() -> None:
     partial = {"int8": _fast(0.96, n=40, complete=False)}
     out_of_reach = host_choice(m, "cpu", partial)
     assert out_of_reach.needs is None and out_of_reach.reason == (
-        "the faithful float path (int8: at most 96.0% agreement with fp32 (stopped after 40 texts, on this host) "
-        "< 98%; int8-block: not probed on this host)"
+        "the faithful float path (int8: ≤ 96.0% agreement with fp32, stopped after 40 texts (on this host): "
+        "cannot reach 98%; int8-block: not probed on this host)"
     )
     within = host_choice(m, "cpu", partial, min_agreement=0.96)
     assert (within.variant, within.reason, within.needs) == ("fp32", "int8: agreement measured in part only", "int8")

@@ -225,11 +225,14 @@ def host_choice(
         where = "on this host" if m.agreement_source == "host" else "recorded at export; no host-check texts to rerun"
         fidelity = f"{m.agreement:.1%} agreement with fp32 on {m.n_texts or 'the recorded'} texts ({where})"
         if not m.complete:
-            fidelity = f"at most {m.agreement:.1%} agreement with fp32 (stopped after {m.n_texts} texts, {where})"
+            of = f" of {m.counts[1]}" if m.counts else ""
+            fidelity = f"≤ {m.agreement:.1%} agreement with fp32, stopped after {m.n_texts}{of} texts ({where})"
             if m.reaches(min_agreement):  # a lower floor than the one it stopped at: measure it whole
                 return HostChoice(REFERENCE, f"{name}: agreement measured in part only", needs=name)
         if not m.reaches(min_agreement):
-            passed_over.append(f"{name}: {fidelity} < {min_agreement:.0%}")
+            passed_over.append(
+                f"{name}: {fidelity}" + (" < " if m.complete else ": cannot reach ") + f"{min_agreement:.0%}"
+            )
             continue
         if batch_independent and name in engines and not m.batch_independent:
             if m.batch_max_dprob is None:
