@@ -172,7 +172,9 @@ def main() -> None:
     )
     ap.add_argument("--pause", type=float, default=0.3)
     ap.add_argument("--ceiling-only", action="store_true", help="only measure the GEMM ceilings (JSON to stdout)")
-    ap.add_argument("--optimum-dir", type=Path, help="keep Optimum's export here (benchmarks/openvino.py reuses it)")
+    ap.add_argument(
+        "--optimum-dir", type=Path, help="keep Optimum's export here (benchmarks/openvino_provider.py reuses it)"
+    )
     args = ap.parse_args()
     if args.ceiling_only:
         print(json.dumps(ceiling_fractions(args.bundle, [int(t) for t in args.threads.split(",")]), indent=2))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,8 +62,6 @@ def provider_session(model: Path, threads: int, hint: str) -> tuple[Run, float]:
 
 
 def runtime_model(model: Path, threads: int, hint: str, cache: Path) -> tuple[Run, float]:
-    # benchmarks/openvino.py would shadow the `openvino` package for a script run from this folder
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     import openvino as ov
 
     core = ov.Core()
@@ -156,7 +153,6 @@ def main() -> None:
             } | ({"compile_s": compile_s[name]} if name in compile_s else {})
     versions = {"onnxruntime": ort.__version__, "python": platform.python_version()}
     try:
-        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
         import openvino
 
         versions["openvino"] = openvino.__version__

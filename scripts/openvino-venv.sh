@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A runtime venv with onnxruntime's OpenVINO execution provider (the onnxruntime-openvino build), for the export's
-# --openvino-python measurement and benchmarks/openvino.py: scripts/openvino-venv.sh [VENV [EXTRAS]] (default
+# --openvino-python measurement and benchmarks/openvino_provider.py: scripts/openvino-venv.sh [VENV [EXTRAS]] (default
 # .venv-ov; EXTRAS e.g. "bench"). The OpenVINO runtime itself needs none of this: `pip install edge-sent[openvino]`.
 # The OpenVINO build and the plain CPU build both provide the `onnxruntime` module, so one venv holds one of them:
 # install the package, then remove the CPU build and put the OpenVINO one in its place.

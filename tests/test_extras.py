@@ -95,3 +95,14 @@ def test_the_check_sees_a_lazy_import_of_another_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     monkeypatch.setattr(sys.modules[__name__], "SOURCES", {"runtime": "edge_sent.runtime"})
     assert undeclared_imports() == ["runtime/probe.py imports torch (torch), not in base"]
+
+
+def test_no_script_folder_module_shadows_a_dependency() -> None:
+    """A script folder that goes on sys.path (benchmarks/, put there by its scripts and by tests/test_devices.py)
+    must not hold a module named like a package the project installs: benchmarks/openvino.py once made `import
+    openvino` find the script, so the OpenVINO engine tests ran (and failed) in a venv without OpenVINO."""
+    names = set().union(*declared().values()) | set(packages_distributions())
+    names = {n.lower().replace("-", "_") for n in names}
+    for folder in ("benchmarks", "scripts", "examples"):
+        clashes = sorted(p.name for p in (ROOT / folder).rglob("*.py") if p.stem.lower() in names)
+        assert not clashes, f"{folder}/ modules named like an installed package: {clashes}"

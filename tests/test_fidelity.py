@@ -171,13 +171,15 @@ def test_info_shows_a_stopped_rerun_as_a_bound_and_says_which_auto_runs(tiny_bun
     assert "int8: ≤ 97.0%, stopped after 64 of 200: cannot reach 98%" in flat
     assert "97.0% of" not in flat  # the bound never reads as a measurement
     runs = [line for line in out.splitlines() if line.lstrip().startswith("runs on this host")]
-    assert len(runs) == 1 and "runs on this host (cpu): fp32, decided by measurements on this host" in runs[0]
+    assert len(runs) == 1 and "runs on this host (cpu): fp32 on onnxruntime " in runs[0]  # the engine and version
+    assert ", decided by measurements on this host" in runs[0]
     assert "recorded ranking on cpu: int8 (not what runs here: the export's figures decide only with --no-probe" in flat
     info = json.loads(run_cli("info", str(bundle), "--json").stdout)
     assert (info["runs"]["variant"], info["runs"]["decided_by"]) == ("fp32", "this host")
     assert info["auto"]["cpu"]["variant"] == "int8"
     off = " ".join(run_cli("info", str(bundle), env={"EDGE_SENT_PROBE": "0"}).stdout.split())
-    assert "runs on this host (cpu): int8, from the recorded ranking" in off and "(probing is off here" in off
+    assert "runs on this host (cpu): int8 on onnxruntime " in off and ", from the recorded ranking" in off
+    assert "(probing is off here" in off
     tune = run_cli("tune", str(bundle), env={"COLUMNS": "100"}).stdout  # measured whole: a figure, not a bound
     assert "stopped after" not in tune and "int8: " in tune and "% of 200" in tune
 

@@ -253,10 +253,13 @@ def test_shadowed_openvino_build_is_named_in_the_error(tiny_bundle, monkeypatch)
     from edge_sent.errors import EdgeSentError
     from edge_sent.runtime import session as session_mod
 
+    from edge_sent.runtime import openvino_runtime
+
+    monkeypatch.setattr(openvino_runtime, "runtime_available", lambda machine=None: False)  # no `openvino` either
     monkeypatch.setattr(session_mod, "_installed", lambda name: True)
     monkeypatch.setattr(session_mod.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(EdgeSentError, match=r"shadows it.*openvino-venv\.sh"):
         Classifier.load(tiny_bundle, provider="openvino")
     monkeypatch.setattr(session_mod, "_installed", lambda name: name == "onnxruntime")
-    with pytest.raises(EdgeSentError, match="not available in this onnxruntime build"):
+    with pytest.raises(EdgeSentError, match=r"needs the OpenVINO runtime: pip install 'edge-sent\[openvino\]'"):
         Classifier.load(tiny_bundle, provider="openvino")

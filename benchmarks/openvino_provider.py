@@ -4,7 +4,7 @@ Runs in the OpenVINO venv (`scripts/openvino-venv.sh .venv-ov bench`; a later `p
 bring the CPU build back over the OpenVINO one): that venv's
 onnxruntime (the OpenVINO build) also has the CPU provider, so the anchors run in the same process:
 
-    .venv-ov/bin/python benchmarks/openvino.py --run-dir RUN --bundle BUNDLE [--refit-bundle BUNDLE2] \\
+    .venv-ov/bin/python benchmarks/openvino_provider.py --run-dir RUN --bundle BUNDLE [--refit-bundle BUNDLE2] \\
         --optimum-graph OPTIMUM_DIR/q/model_quantized.onnx --out benchmarks
 
 Same method as compare.py: identical token ids for every contender in the latency grid, rotated blocks
