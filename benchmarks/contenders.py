@@ -16,7 +16,8 @@ from edge_sent.runtime import Classifier
 from edge_sent.tokenization import Tokenizer
 
 # torch, transformers and optimum are imported inside the contenders that need them, so the torch-free
-# ones (Optimum's saved graph, edge-sent on any provider) also run in the OpenVINO venv (benchmarks/openvino_provider.py)
+# ones (Optimum's saved graph, edge-sent on any provider) also run in the OpenVINO venv
+# (benchmarks/openvino_provider.py)
 
 
 def _pad_in_order(tok: Tokenizer, texts: list[str], batch: int, fixed: int | None):

@@ -251,9 +251,8 @@ def test_minilm_bf16_and_refitted_int8_static_on_openvino(tmp_path_factory, ov_p
 def test_shadowed_openvino_build_is_named_in_the_error(tiny_bundle, monkeypatch):
     """onnxruntime-openvino installed next to the CPU build (the CPU build's files won): say how to fix it."""
     from edge_sent.errors import EdgeSentError
-    from edge_sent.runtime import session as session_mod
-
     from edge_sent.runtime import openvino_runtime
+    from edge_sent.runtime import session as session_mod
 
     monkeypatch.setattr(openvino_runtime, "runtime_available", lambda machine=None: False)  # no `openvino` either
     monkeypatch.setattr(session_mod, "_installed", lambda name: True)
