@@ -27,6 +27,12 @@ def help_problems(text: str) -> list[str]:
     problems = [f"cut: {line.strip()}" for line in text.splitlines() if "…" in line]
     problems += [f"wider than {WIDTH}: {line}" for line in text.splitlines() if len(line) > WIDTH]
     problems += [f"{label!r} shown" for label in ("<bool>", " range>", "<=x<=", "recorded agreement") if label in text]
+    prose = text.split("╭", 1)[0].splitlines()  # the description, above the first box
+    problems += [
+        f"ragged: {line.strip()!r} breaks before {after.strip()!r}"
+        for line, after in zip(prose, prose[1:], strict=False)
+        if line.strip() and after.strip() and len(line.rstrip()) + len(after.split()[0]) + 1 < WIDTH - 2
+    ]  # a line of a paragraph ends early only where the next word would not have fitted
     return problems
 
 

@@ -67,6 +67,7 @@ def readable_help() -> None:
     """`--help` that reads at 100 columns: typer's type column shows neither `<bool>` for a flag nor a number's
     range (`<float range> [0.0<=x<=1.0]` took a third of the width from the descriptions; the help text states a
     range where it matters, and the range is still enforced)."""
+    from typer import rich_utils
     from typer.core import TyperOption
 
     shown = TyperOption.display_type_rich
@@ -79,9 +80,16 @@ def readable_help() -> None:
         label = shown(self, ctx)
         return label.replace(" range>", ">") if label else label
 
+    def fix_linebreaks(paragraphs: list[str], markup_mode: Any) -> str:
+        """A docstring's paragraphs reflowed to the terminal (typer keeps the source's line breaks, so a paragraph
+        wrapped at 120 columns in the code read as ragged lines at 80 or 100); a paragraph that starts with \b
+        keeps its lines."""
+        return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
     display_type_rich.edge_sent = True  # type: ignore[attr-defined]
     setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010
     setattr(TyperOption, "_get_number_range_help_str", lambda self: None)  # noqa: B010
+    setattr(rich_utils, "_fix_linebreaks", fix_linebreaks)  # noqa: B010
 
 
 def print_json(data: Any) -> None:
