@@ -5,6 +5,7 @@ help text describes `auto` from before it was decided on the host."""
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import pytest
 import typer.main
@@ -30,7 +31,7 @@ def help_problems(text: str) -> list[str]:
     prose = text.split("╭", 1)[0].splitlines()  # the description, above the first box
     problems += [
         f"ragged: {line.strip()!r} breaks before {after.strip()!r}"
-        for line, after in zip(prose, prose[1:], strict=False)
+        for line, after in pairwise(prose)
         if line.strip() and after.strip() and len(line.rstrip()) + len(after.split()[0]) + 1 < WIDTH - 2
     ]  # a line of a paragraph ends early only where the next word would not have fitted
     return problems
