@@ -275,7 +275,9 @@ def test_cli_predict_bad_input(tiny_bundle, tmp_path):
     bad.write_bytes(b"ok\n\xc3\x28 broken\n")
     assert_user_error(run_cli("predict", str(tiny_bundle), "--file", str(bad)), f"{bad}:2: invalid UTF-8")
     assert_user_error(run_cli("predict", str(tiny_bundle), "好", "--variant", "fp16"), "CUDA only")
-    assert_user_error(run_cli("predict", str(tiny_bundle), "好", "--provider", "openvino"), "not available")
+    assert_user_error(
+        run_cli("predict", str(tiny_bundle), "好", "--provider", "openvino"), "pip install 'edge-sent[openvino]'"
+    )
 
 
 def test_cli_eval_info_verify(tiny_bundle):
