@@ -1,5 +1,9 @@
 """The OpenVINO rows, side by side with Optimum's int8 graph and edge-sent int8 on the CPU provider, in ONE run.
 
+Where `pip install 'edge-sent[openvino]'` is installed, `--provider openvino` is the OpenVINO runtime itself (beside
+onnxruntime's CPU build, which runs the anchors); in the provider's venv it is onnxruntime-openvino's execution
+provider. The JSON names which (`engine`), with the CPU flags and both versions.
+
 Runs in the OpenVINO venv (`scripts/openvino-venv.sh .venv-ov bench`; a later `pip install -e .` there would
 bring the CPU build back over the OpenVINO one): that venv's
 onnxruntime (the OpenVINO build) also has the CPU provider, so the anchors run in the same process:
@@ -23,11 +27,13 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import EdgeSent, OptimumGraph
+from openvino_engines import cpu_flags
 from recorded import command_line
 
-from edge_sent.contract import TOKENIZER
+from edge_sent.contract import TOKENIZER, read_manifest
 from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds
+from edge_sent.runtime.openvino_runtime import runtime_available, runtime_version
 from edge_sent.tokenization import Tokenizer
 
 ANCHOR = "(c) Optimum int8"
@@ -36,7 +42,10 @@ ANCHOR = "(c) Optimum int8"
 def contenders(args: argparse.Namespace, tokenizer: Path) -> dict:
     found = {ANCHOR: OptimumGraph(args.optimum_graph, args.run_dir, tokenizer, args.threads)}
     found["edge-sent int8 (cpu)"] = EdgeSent(args.bundle, "int8", args.threads)
+    in_bundle = set(read_manifest(args.bundle).variants)
     for variant, precision in (("fp32", "bf16"), ("int8-static", "fp32"), ("int8-static", "bf16")):
+        if variant not in in_bundle:  # (a default export has no int8-static)
+            continue
         c = EdgeSent(args.bundle, variant, args.threads, provider="openvino", precision=precision)
         found[c.name] = c
     if args.refit_bundle:
@@ -57,15 +66,21 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--pause", type=float, default=0.3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks"))
+    ap.add_argument("--throughput-limit", type=int, help="the first N texts of --data for the throughput column")
     args = ap.parse_args()
-    if "OpenVINOExecutionProvider" not in ort.get_available_providers():
-        sys.exit("error: run this in the OpenVINO venv (scripts/openvino-venv.sh)")
+    if "OpenVINOExecutionProvider" not in ort.get_available_providers() and not runtime_available():
+        sys.exit(
+            "error: run this where OpenVINO is installed (pip install 'edge-sent[openvino]', or the provider's venv)"
+        )
     tokenizer = Tokenizer(args.bundle / TOKENIZER, 512)
     found = contenders(args, args.bundle / TOKENIZER)
     runners = {name: c.run for name, c in found.items()}
     result: dict = {
         "command": command_line(),
         "onnxruntime": ort.__version__,
+        "openvino": runtime_version(),
+        "engine": "OpenVINO runtime" if runtime_available() else "onnxruntime-openvino execution provider",
+        "cpu_flags": cpu_flags(),
         "threads": args.threads,
         "latency_b1": {name: {} for name in found},
     }
@@ -78,7 +93,7 @@ def main() -> None:
     result["latency_b32x128"] = {
         name: percentiles(t) for name, t in rotated_blocks(runners, feeds, 6, warmup=1, pause_s=args.pause).items()
     }
-    texts = [r.text for r in read_records(args.data) if r.text.strip()]
+    texts = [r.text for r in read_records(args.data) if r.text.strip()][: args.throughput_limit]
     result["throughput"] = {}
     for name, c in found.items():
         time.sleep(args.pause)
