@@ -164,6 +164,7 @@ def test_plan_batch_bounds_rows_tokens_and_padding_exactly() -> None:
     assert plan_batch([10, 10, 11], max_size=8, max_tokens=1000) == [0, 1, 2]  # 2 rows × 1 ≤ 11 / 4
     assert plan_batch([10, 10, 12], max_size=8, max_tokens=1000) == [0, 1]  # 2 rows × 2 > 12 / 4
     assert plan_batch([12, 10], max_size=8, max_tokens=1000) == [1, 0]  # a shorter one pads 2 ≤ 10 / 4
+    assert plan_batch([10, 6, 100], max_size=8, max_tokens=10_000) == [0]  # 4 > 6 / 4: judged by its own length
     assert plan_batch([12, 10], max_size=8, max_tokens=24) == [1, 0]  # a shorter one: rows × the longest = 24
     assert plan_batch([12, 10], max_size=8, max_tokens=23) == [0]
     assert plan_batch([12, 9], max_size=8, max_tokens=1000) == [0]  # 3 > 9 / 4
@@ -215,6 +216,10 @@ def test_admission_counts_queued_and_reserved_texts() -> None:
             batcher.admit(1)
         batcher.release(4)
         batcher.admit(2)
+        batcher.admit(2)  # reservations add up
+        with pytest.raises(QueueFull, match=r"\(4 of 4 texts waiting\)"):
+            batcher.admit(1)
+        batcher.release(2)
         futures = batcher.submit(tokenizer.encode(["好", "坏"]))
         batcher.release(2)
         assert batcher.queued == 2
@@ -314,6 +319,21 @@ def test_a_full_token_budget_runs_at_once() -> None:
         both = batcher.submit(tokenizer.encode(["好", "坏"]))  # 2 rows × 3 tokens = 6: a third would not fit
         done = await asyncio.wait_for(asyncio.gather(*both), 5)
         assert [s.rows["probabilities"][0] for s in done] == [2.0, 2.0]
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_with_room_for_one_more_row_waits_for_it() -> None:
+    async def scenario() -> None:
+        batcher, _, tokenizer = _batcher(max_wait_ms=60_000, max_batch_size=8, max_batch_tokens=9)
+        batcher.start()
+        two = batcher.submit(tokenizer.encode(["好", "坏"]))  # 2 rows × 3 tokens; a third fits exactly (9)
+        await asyncio.sleep(0.3)
+        assert not any(f.done() for f in two)  # not full: the worker waits for more
+        third = batcher.submit(tokenizer.encode(["行"]))  # 3 × 3 = 9: full, runs at once
+        done = await asyncio.wait_for(asyncio.gather(*two, *third), 5)
+        assert [s.rows["probabilities"][0] for s in done] == [3.0, 3.0, 3.0]
         await batcher.close()
 
     asyncio.run(scenario())
