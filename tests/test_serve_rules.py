@@ -392,7 +392,11 @@ def test_a_request_is_validated_before_it_is_admitted() -> None:
         svc.require_output("probabilities")
         with pytest.raises(ApiError) as missing:
             svc.require_output("logits")
-        assert (missing.value.status, missing.value.message) == (422, "this bundle's graph has no 'logits' output")
+        assert (missing.value.status, missing.value.message, missing.value.error_type) == (
+            422,
+            "this bundle's graph has no 'logits' output",
+            "validation",
+        )
         await batcher.close()
 
     asyncio.run(scenario())
