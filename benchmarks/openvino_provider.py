@@ -68,7 +68,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks"))
     ap.add_argument("--throughput-limit", type=int, help="the first N texts of --data for the throughput column")
     args = ap.parse_args()
-    if "OpenVINOExecutionProvider" not in ort.get_available_providers() and not runtime_available():
+    on_runtime = runtime_available()  # `--provider openvino` then runs on the OpenVINO runtime, not the provider
+    if "OpenVINOExecutionProvider" not in ort.get_available_providers() and not on_runtime:
         sys.exit(
             "error: run this where OpenVINO is installed (pip install 'edge-sent[openvino]', or the provider's venv)"
         )
@@ -79,7 +80,7 @@ def main() -> None:
         "command": command_line(),
         "onnxruntime": ort.__version__,
         "openvino": runtime_version(),
-        "engine": "OpenVINO runtime" if runtime_available() else "onnxruntime-openvino execution provider",
+        "engine": "OpenVINO runtime" if on_runtime else "onnxruntime-openvino execution provider",
         "cpu_flags": cpu_flags(),
         "threads": args.threads,
         "latency_b1": {name: {} for name in found},

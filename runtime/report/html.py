@@ -120,7 +120,7 @@ def _summary(ev: dict[str, Any]) -> str:
         ["texts", str(ev["n"])],
         ["accuracy", f"{ev['accuracy']:.4f}"],
         ["macro-F1", f"{ev['macro_f1']:.4f}"],
-        ["calibration in the graph", cal.get("described") or f"temperature: logits / {cal['temperature']:.4f}"],
+        ["calibration in the graph", cal["described"]],
         ["ECE (15 bins), as exported", f"{cal['after']['ece']:.4f}"],
     ]
     if "before" in cal:
@@ -142,7 +142,7 @@ def _calibration(ev: dict[str, Any]) -> str:
     if "before" in cal:
         before = report_svg.reliability(cal["before"]["bins"], "before calibration", cal["before"]["ece"], k)
         parts.append(_figure("reliability-before", before, "The head's raw probabilities (calibration undone)."))
-        caption = f"The bundle's probabilities, calibrated in its graph: {cal.get('described', '')}."
+        caption = f"The bundle's probabilities, calibrated in its graph: {cal['described']}."
     else:
         caption = "This bundle's graph applies no calibration (T = 1)."
     if cal.get("chosen_because"):
