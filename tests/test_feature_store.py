@@ -206,6 +206,30 @@ def test_two_threads_writing_one_store(tmp_path, tiny):
         np.testing.assert_allclose(result.vectors, fresh.rows(result.texts), rtol=1e-5, atol=1e-5)
 
 
+def test_connections_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """Four threads create the same store at the same moment, 60 times: SQLite answers "database is locked"
+    at once (no busy wait) to some of them while another switches it to WAL or creates the table; the store
+    retries its setup instead of failing (before the retry, about one round in ten failed)."""
+    failures: list[str] = []
+
+    def open_store(directory: Path, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            with FeatureStore(directory) as store:
+                store.count()
+        except EdgeSentError as exc:
+            failures.append(str(exc))
+
+    for round_ in range(60):
+        start = threading.Barrier(4)
+        threads = [threading.Thread(target=open_store, args=(tmp_path / str(round_), start)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+
+
 WRITER = """
 import sys
 import numpy as np

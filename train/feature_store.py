@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from edge_sent.errors import EdgeSentError
 STORE_FILE = "store.sqlite3"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 120.0
+SETUP_RETRY_FIRST_S = 0.01  # first pause when another connection is creating the store; doubles
+SETUP_RETRY_MAX_S = 0.5
 LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's bound-parameter limit
 CHECKSUM_BYTES = 8
 DTYPE = np.dtype("<f4")
@@ -102,10 +105,25 @@ class FeatureStore:
             # autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE) around each batch
             self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
             try:
-                self._setup()
+                self._setup_when_free(timeout_s)
             except BaseException:
                 self._conn.close()
                 raise
+
+    def _setup_when_free(self, timeout_s: float) -> None:
+        """_setup, retried while another connection creates the same store: switching to WAL and creating the
+        table return "database is locked" at once (SQLite skips the busy handler where waiting could deadlock)."""
+        deadline = time.monotonic() + timeout_s
+        pause = SETUP_RETRY_FIRST_S
+        while True:
+            try:
+                self._setup()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, SETUP_RETRY_MAX_S)
 
     def _setup(self) -> None:
         conn = self._conn
