@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from types import SimpleNamespace
 
@@ -243,6 +244,7 @@ def test_a_failed_batch_fails_its_own_texts_and_the_worker_goes_on() -> None:
     async def scenario() -> None:
         batcher, metrics, tokenizer = _batcher(FailingOnce)
         batcher.start()
+        began = time.perf_counter()
         failed = batcher.submit(tokenizer.encode(["好", "不好"]))
         results = await asyncio.gather(*failed, return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in results)
@@ -255,6 +257,9 @@ def test_a_failed_batch_fails_its_own_texts_and_the_worker_goes_on() -> None:
         assert _value(metrics, "edge_sent_batch_tokens_sum") == 3  # one row of [CLS] 好 [SEP]
         assert _value(metrics, "edge_sent_inference_duration_seconds_count") == 1
         assert _value(metrics, "edge_sent_queue_duration_seconds_count") == 3
+        waited = time.perf_counter() - began  # each text's queue time lies inside the scenario's own time
+        assert 0 <= ok.queue_seconds <= waited and 0 <= ok.inference_seconds <= waited
+        assert 0 <= _value(metrics, "edge_sent_queue_duration_seconds_sum") <= 3 * waited
         await batcher.close()
 
     asyncio.run(scenario())
@@ -527,8 +532,10 @@ def test_wait_for_disconnect_ignores_other_messages() -> None:
     assert asyncio.run(scenario()) == 3
 
 
-def test_a_texts_scores_cannot_be_changed() -> None:
+def test_a_texts_scores_and_a_requests_answer_cannot_be_changed() -> None:
     from dataclasses import FrozenInstanceError
 
     with pytest.raises(FrozenInstanceError):
         Scores({}, False, 0.0, 0.0).truncated = True  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        Classified([], []).truncated = [0]  # type: ignore[misc]
