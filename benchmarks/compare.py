@@ -33,6 +33,8 @@ from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds, time_calls
 from edge_sent.tokenization import Tokenizer
 
+VARIANTS = ("fp32", "int8", "int8-block", "int8-static", "int4")  # the bundle's variants that take part, if present
+
 
 def bert_ops(cfg: dict, batch: int, length: int) -> float:
     """Multiply-adds x2 of one encoder forward (linear layers + attention scores/context)."""
@@ -101,7 +103,7 @@ def ceiling_fractions(bundle: Path, thread_list: list[int]) -> dict:
     for threads in thread_list:
         ceiling = gemm_ceiling(threads)
         rows = {}
-        for v in (v for v in ("fp32", "int8", "int8-static", "int4") if v in manifest["variants"]):
+        for v in (v for v in VARIANTS if v in manifest["variants"]):
             contender = EdgeSent(bundle, v, threads)
             seconds = float(np.median(time_calls(contender.run, feeds, 3, warmup=1)))
             ops = bert_ops(cfg, 32, 128) / seconds
@@ -185,7 +187,7 @@ def main() -> None:
     cfg = json.loads((args.bundle / CONFIG).read_text())
     tokenizer = Tokenizer(args.bundle / TOKENIZER, int(manifest["max_length"]))
     texts = [r.text for r in read_records(args.data) if r.text.strip()]
-    variants = [v for v in ("fp32", "int8", "int8-static", "int4") if v in manifest["variants"]]
+    variants = [v for v in VARIANTS if v in manifest["variants"]]
     results: dict = {
         "command": command_line(),
         "machine": {
