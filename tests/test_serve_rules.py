@@ -107,6 +107,15 @@ def test_serve_config_accepts_its_bounds() -> None:
     ServeConfig(max_client_batch=4, batching=BatchSettings(max_queue=4)).check()
 
 
+def test_settings_checked_once_cannot_change_afterwards() -> None:
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        BatchSettings().max_batch_size = 0  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        ServeConfig().port = -1  # type: ignore[misc]
+
+
 # ------------------------------------------------------------------------------------------------------ errors
 
 
