@@ -168,7 +168,7 @@ def test_info_shows_a_stopped_rerun_as_a_bound_and_says_which_auto_runs(tiny_bun
     _host_profile(bundle, partial)
     out = run_cli("info", str(bundle), env={"COLUMNS": "100"}).stdout
     flat = " ".join(out.split())
-    assert "int8: ≤ 97.0%, stopped after 64 of 200: cannot reach 98%" in flat
+    assert "int8: ≤ 97.0%, stopped after 64 of 200 texts: cannot reach 98%" in flat
     assert "97.0% of" not in flat  # the bound never reads as a measurement
     runs = [line for line in out.splitlines() if line.lstrip().startswith("runs on this host")]
     assert len(runs) == 1 and "runs on this host (cpu): fp32 on onnxruntime " in runs[0]  # the engine and version

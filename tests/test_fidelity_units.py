@@ -224,11 +224,11 @@ def test_host_choice_asks_for_what_it_needs() -> None:
     partial = {"int8": _fast(0.96, n=40, complete=False)}
     out_of_reach = host_choice(m, "cpu", partial)
     assert out_of_reach.needs is None and out_of_reach.reason == (
-        "the faithful float path (int8: ≤ 96.0% agreement with fp32, stopped after 40 texts (on this host): "
+        "the faithful float path (int8: agreement with fp32 ≤ 96.0%, stopped after 40 texts (on this host): "
         "cannot reach 98%; int8-block: not probed on this host)"
     )
     counted = {"int8": _fast(0.97, n=64, complete=False, counts=(194, 200))}
-    assert "int8: ≤ 97.0% agreement with fp32, stopped after 64 of 200 texts (on this host): cannot reach 98%" in (
+    assert "int8: agreement with fp32 ≤ 97.0%, stopped after 64 of 200 texts (on this host): cannot reach 98%" in (
         host_choice(m, "cpu", counted).reason
     )
     within = host_choice(m, "cpu", partial, min_agreement=0.96)

@@ -159,7 +159,9 @@ def test_the_rule_never_takes_an_unprobed_or_unmeasured_variant() -> None:
     borderline = {"int8": HostMeasure("int8", {}, {"1 text": 3.0, "8 texts": MIN_SPEEDUP - 0.01}, 1.0, 0.0, 200)}
     assert host_choice(manifest, "cpu", borderline).variant == "fp32"  # slower at one shape is enough to refuse
     partial = {"int8": HostMeasure("int8", {}, fast, 0.96, 0.5, 40, "host", complete=False)}
-    assert "≤ 96.0% agreement" in host_choice(manifest, "cpu", partial).reason  # out of reach of 98%
+    assert (
+        "agreement with fp32 ≤ 96.0%, stopped after 40 texts" in host_choice(manifest, "cpu", partial).reason
+    )  # out of reach of 98%
     assert host_choice(manifest, "cpu", partial, min_agreement=0.9).needs == "int8"  # within reach of 90%: measure
     none = {"int8": HostMeasure("int8", {}, fast, 0.0, None, 0, "none")}
     assert "no agreement with fp32 measured" in host_choice(manifest, "cpu", none).reason

@@ -27,7 +27,7 @@ def percent(share: float) -> str:
 
 
 def agreement_text(m: HostMeasure, floor: float = MIN_AGREEMENT) -> str:
-    """`92.0% of 300`; `≤ 97.3%, stopped after 128 of 300: cannot reach 98%` for a rerun that stopped early (its
+    """`92.0% of 300`; `≤ 97.3%, stopped after 128 of 300 texts: cannot reach 98%` for a rerun that stopped early (its
     figure is the most it could still have reached); `91.5% (recorded at export)` without host-check texts."""
     if m.agreement is None:
         return "not measured yet"
@@ -35,12 +35,10 @@ def agreement_text(m: HostMeasure, floor: float = MIN_AGREEMENT) -> str:
         return "not measured (no host-check texts, none recorded)"
     if m.agreement_source != "host":
         return f"{m.agreement:.1%} ({m.agreement_source} at export)"
-    total = m.counts[1] if m.counts else None
     if m.complete:
-        return f"{m.agreement:.1%} of {total or m.n_texts}"
-    of = f" of {total}" if total else ""
+        return f"{m.agreement:.1%} of {m.counts[1] if m.counts else m.n_texts}"
     verdict = f"cannot reach {percent(floor)}" if not m.reaches(floor) else "not measured whole"
-    return f"≤ {m.agreement:.1%}, stopped after {m.n_texts}{of}: {verdict}"
+    return f"{m.bound_text}: {verdict}"
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,13 @@ class HostMeasure:
         return self.agreement is not None and self.agreement >= floor
 
     @property
+    def bound_text(self) -> str:
+        """`≤ 97.0%, stopped after 64 of 200 texts`: a rerun stopped early, as the most it could still have reached
+        (the one wording of it: `host_choice`'s reasons and the host tables of `info` and `tune` use it)."""
+        of = f" of {self.counts[1]}" if self.counts else ""
+        return f"≤ {self.agreement or 0.0:.1%}, stopped after {self.n_texts}{of} texts"
+
+    @property
     def slowest(self) -> float:
         """The speed-up at the shape where the variant does worst (≥ 1: never slower than the float path)."""
         return min(self.speedups.values()) if self.speedups else 0.0
@@ -225,8 +232,7 @@ def host_choice(
         where = "on this host" if m.agreement_source == "host" else "recorded at export; no host-check texts to rerun"
         fidelity = f"{m.agreement:.1%} agreement with fp32 on {m.n_texts or 'the recorded'} texts ({where})"
         if not m.complete:
-            of = f" of {m.counts[1]}" if m.counts else ""
-            fidelity = f"≤ {m.agreement:.1%} agreement with fp32, stopped after {m.n_texts}{of} texts ({where})"
+            fidelity = f"agreement with fp32 {m.bound_text} ({where})"
             if m.reaches(min_agreement):  # a lower floor than the one it stopped at: measure it whole
                 return HostChoice(REFERENCE, f"{name}: agreement measured in part only", needs=name)
         if not m.reaches(min_agreement):
