@@ -31,6 +31,7 @@ from recorded import command_line
 from edge_sent.contract import CONFIG, MANIFEST, TOKENIZER
 from edge_sent.readers import read_records
 from edge_sent.runtime.bench import percentiles, rotated_blocks, synthetic_feeds, time_calls
+from edge_sent.runtime.host.cpu import cpu_flags
 from edge_sent.tokenization import Tokenizer
 
 VARIANTS = ("fp32", "int8", "int8-block", "int8-static", "int4")  # the bundle's variants that take part, if present
@@ -193,6 +194,7 @@ def main() -> None:
         "machine": {
             "cpu": _cpu_name(),
             "cores": _cores(),
+            "cpu_flags": cpu_flags(),
             "onnxruntime": ort.__version__,
             "torch": torch.__version__,
             "python": platform.python_version(),

@@ -15,7 +15,7 @@ def tables(r: dict) -> str:
     m = r["machine"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}, torch {m['torch']}, "
-        f"Python {m['python']}.",
+        f"Python {m['python']}." + (f" CPU features: {' '.join(m['cpu_flags'])}." if m.get("cpu_flags") else ""),
         f"Encoder: {r['encoder']['spec']}"
         + (" (RANDOM weights: speed and size only)" if r.get("random_weights") else "")
         + f", max length {r['max_length']}. Optimum recipe: {r.get('optimum_recipe')}.",
