@@ -36,7 +36,7 @@ def agreement_text(m: HostMeasure, floor: float = MIN_AGREEMENT) -> str:
     if m.agreement_source != "host":
         return f"{m.agreement:.1%} ({m.agreement_source} at export)"
     if m.complete:
-        return f"{m.agreement:.1%} of {m.counts[1] if m.counts else m.n_texts}"
+        return f"{m.agreement:.1%} of {(m.counts[1] if m.counts else 0) or m.n_texts}"
     verdict = f"cannot reach {percent(floor)}" if not m.reaches(floor) else "not measured whole"
     return f"{m.bound_text}: {verdict}"
 
